@@ -1,0 +1,315 @@
+"""One typed configuration for a run: model, optimisers, training, evaluation.
+
+A run's config is written to ``config.json`` in its run directory before training starts and is
+stored in every checkpoint, so any run can be repeated or resumed. Presets in ``configs/*.yaml``
+are small diffs on these defaults; ``--set section.field=value`` overrides one field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value or override is invalid; the message names the field."""
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 64
+    """Output side in pixels: a power of two from 32 to 256."""
+    z_dim: int = 100
+    """Length of the noise vector."""
+    width: int = 64
+    """Feature maps of G's last hidden layer and D's first layer; doubled per block towards 4x4."""
+    arch: str = "reference"
+    """'reference' (kernel 5, padding 2) or 'tutorial' (kernel 4, padding 1, as the PyTorch tutorial)."""
+    init: str = "dcgan"
+    """'dcgan': weights N(0, 0.02), BN gamma N(1, 0.02); 'default': PyTorch's own init."""
+    d_norm: str = "batch"
+    """Normalisation in D after the first layer: 'batch' or 'none'."""
+    spectral_norm: bool = False
+    """Spectral normalisation on every D layer (Miyato et al. 2018)."""
+
+    def validate(self) -> None:
+        r = self.resolution
+        if r < 32 or r > 256 or r & (r - 1):
+            raise ConfigError(f"model.resolution must be a power of two from 32 to 256, got {r}")
+        _positive("model.z_dim", self.z_dim)
+        _positive("model.width", self.width)
+        _choice("model.arch", self.arch, ("reference", "tutorial"))
+        _choice("model.init", self.init, ("dcgan", "default"))
+        _choice("model.d_norm", self.d_norm, ("batch", "none"))
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    """'adam' or 'sgd'."""
+    lr: float = 2e-4
+    """Learning rate."""
+    beta1: float = 0.5
+    """Adam beta1 (DCGAN uses 0.5)."""
+    beta2: float = 0.999
+    """Adam beta2."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 0.0
+    """L2 weight decay."""
+
+    def validate(self, prefix: str) -> None:
+        _choice(f"{prefix}.name", self.name, ("adam", "sgd"))
+        _positive(f"{prefix}.lr", self.lr)
+        for n in ("beta1", "beta2", "momentum"):
+            v = getattr(self, n)
+            if not 0.0 <= v < 1.0:
+                raise ConfigError(f"{prefix}.{n} must be in [0, 1), got {v}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{prefix}.weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 5000
+    """Total optimisation steps (one D update and one G update each)."""
+    batch_size: int = 128
+    """Global batch size: split evenly over processes under torchrun."""
+    loss: str = "bce"
+    """'bce' (non-saturating), 'hinge' or 'lsgan'."""
+    real_label: float = 1.0
+    """Target for real images in BCE; 0.9 gives one-sided label smoothing."""
+    fake_label: float = 0.0
+    """Target for fakes in BCE; 0.1 with real_label 0.9 gives two-sided smoothing."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of G's weights; 0 turns it off (e.g. 0.999)."""
+    ema_start: int = 0
+    """Step from which the EMA averages; before it the EMA copy follows G exactly."""
+    augment: str = ""
+    """DiffAugment policies applied to real and fake before D: comma list of color, translation, cutout."""
+    r1_gamma: float = 0.0
+    """R1 gradient penalty weight on real images (0 = off)."""
+    r1_every: int = 16
+    """Lazy R1: apply every N steps with the penalty scaled by N."""
+    seed: int = 0
+    """Seeds noise, data order, flips and augmentation; the same seed repeats a run bit for bit on CPU."""
+    flip: bool = True
+    """Random horizontal flip of real images."""
+    log_every: int = 50
+    """Steps between lines in log.jsonl."""
+    sample_every: int = 500
+    """Steps between fixed-noise sample grids."""
+    ckpt_every: int = 1000
+    """Steps between checkpoints (a checkpoint is also written at the end and on SIGINT/SIGTERM)."""
+    keep_checkpoints: int = 2
+    """How many step checkpoints to keep besides latest and best (0 = keep all)."""
+    precision: str = "auto"
+    """'auto', 'fp32', 'bf16' or 'fp16' (fp16 only on CUDA). auto: bf16 on CPUs with native bf16, AMP on CUDA."""
+    channels_last: str = "auto"
+    """'auto', 'on' or 'off': NHWC memory format for the convolutions."""
+    compile: bool = False
+    """torch.compile both networks."""
+    threads: int = 0
+    """CPU threads for PyTorch (0 = all cores available to the process)."""
+    on_nan: str = "stop"
+    """What to do when a loss or weight becomes NaN/Inf: 'stop' or 'rollback' (to the last good checkpoint)."""
+    sync_bn: bool = False
+    """Under torchrun: SyncBatchNorm across processes instead of per-process BatchNorm."""
+
+    def validate(self) -> None:
+        _positive("train.steps", self.steps)
+        _positive("train.batch_size", self.batch_size)
+        _choice("train.loss", self.loss, ("bce", "hinge", "lsgan"))
+        for n in ("real_label", "fake_label"):
+            v = getattr(self, n)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"train.{n} must be in [0, 1], got {v}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"train.ema must be in [0, 1), got {self.ema}")
+        for p in filter(None, self.augment.split(",")):
+            _choice("train.augment", p.strip(), ("color", "translation", "cutout"))
+        if self.r1_gamma < 0:
+            raise ConfigError(f"train.r1_gamma must be >= 0, got {self.r1_gamma}")
+        for n in ("r1_every", "log_every", "sample_every", "ckpt_every"):
+            _positive(f"train.{n}", getattr(self, n))
+        if self.keep_checkpoints < 0 or self.threads < 0 or self.ema_start < 0:
+            raise ConfigError("train.keep_checkpoints, train.threads and train.ema_start must be >= 0")
+        _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("train.channels_last", self.channels_last, ("auto", "on", "off"))
+        _choice("train.on_nan", self.on_nan, ("stop", "rollback"))
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0
+    """Steps between metric evaluations during training (0 = off)."""
+    n: int = 2000
+    """Images (real and fake) per evaluation."""
+    metric: str = "fid"
+    """Metric that picks the 'best' checkpoint: 'fid' or 'kid'."""
+    inception: str = ""
+    """Path to the Inception weights (empty: FAKEFACEGEN_INCEPTION or the cache)."""
+
+    def validate(self) -> None:
+        if self.every < 0:
+            raise ConfigError(f"eval.every must be >= 0, got {self.every}")
+        _positive("eval.n", self.n)
+        _choice("eval.metric", self.metric, ("fid", "kid"))
+
+
+@dataclass
+class Config:
+    data: str = ""
+    """Prepared dataset directory (from `fakefacegen prepare`)."""
+    preset: str = ""
+    """Name of the preset this config started from (informational)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    g_opt: OptimConfig = field(default_factory=OptimConfig)
+    d_opt: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "Config":
+        self.model.validate()
+        self.g_opt.validate("g_opt")
+        self.d_opt.validate("d_opt")
+        self.train.validate()
+        self.eval.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        return _build(cls, d, "").validate()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise ConfigError(f"{p}: cannot read config: {e}") from None
+        return cls.from_dict(raw or {})
+
+
+# --------------------------------------------------------------------------------------------
+# Building from dicts, presets and overrides
+
+
+def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(d).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(sorted(prefix + u for u in unknown))}")
+    kwargs = {}
+    for name, value in d.items():
+        t = hints[name]
+        key = prefix + name
+        kwargs[name] = _build(t, value, key + ".") if is_dataclass(t) else _coerce(t, value, key)
+    return cls(**kwargs)
+
+
+def _coerce(t: Any, v: Any, key: str) -> Any:
+    if get_origin(t) is not None:
+        t = get_args(t)[0]
+    if t is bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in ("true", "false", "on", "off", "yes", "no", "1", "0"):
+            return v.lower() in ("true", "on", "yes", "1")
+    elif t is int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+    elif t is float:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    elif t is str:
+        if v is None:
+            return ""
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            return str(v)
+    raise ConfigError(f"{key} must be {t.__name__}, got {v!r}")
+
+
+def preset_names() -> list[str]:
+    files = resources.files("fakefacegen").joinpath("configs")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset as a nested dict; ``name`` is a bundled preset name or a path to a YAML file."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        text = p.read_text()
+    else:
+        f = resources.files("fakefacegen").joinpath("configs", f"{name}.yaml")
+        if not f.is_file():
+            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+        text = f.read_text()
+    d = yaml.safe_load(text) or {}
+    base = d.pop("base", None)
+    if base:
+        d = _merge(load_preset(base), d)
+    return d
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_override(d: dict[str, Any], item: str) -> dict[str, Any]:
+    """Apply one ``section.field=value`` override (value parsed as YAML) to a nested dict."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.field=value")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    parts = key.strip().split(".")
+    cur = d
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"override {item!r}: {p} is not a section")
+    cur[parts[-1]] = value
+    return d
+
+
+def make_config(preset: str | None = None, overrides: list[str] | None = None, **top: Any) -> Config:
+    """Defaults <- preset <- ``top`` keyword fields (e.g. data=...) <- dotted overrides; validated."""
+    d: dict[str, Any] = load_preset(preset) if preset else {}
+    if preset:
+        d["preset"] = preset
+    for k, v in top.items():
+        if v is not None:
+            d[k] = v
+    for item in overrides or []:
+        apply_override(d, item)
+    return Config.from_dict(d)
+
+
+def _positive(name: str, v: float) -> None:
+    if v <= 0:
+        raise ConfigError(f"{name} must be > 0, got {v}")
+
+
+def _choice(name: str, v: str, options: tuple[str, ...]) -> None:
+    if v not in options:
+        raise ConfigError(f"{name} must be one of {', '.join(options)}; got {v!r}")

@@ -1,0 +1,178 @@
+"""Load a trained generator (bundled model, run directory, checkpoint or safetensors) and sample faces.
+
+Image ``i`` of seed ``s`` is made from noise drawn by a generator seeded with (s, i), so it is the
+same whatever ``n`` or the batch size, and G runs in eval mode (BatchNorm from running statistics),
+so each image depends on its own noise only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_generator_file
+from .config import ConfigError, ModelConfig
+from .data import _mix
+from .images import make_grid, save_png, to_uint8
+from .models import Generator
+
+BUNDLED = "celeba64.safetensors"
+
+
+def bundled_model_path() -> Path:
+    return Path(str(resources.files("fakefacegen").joinpath("assets", BUNDLED)))
+
+
+def noise(n: int, z_dim: int, seed: int, *, truncation: float | None = None, start: int = 0) -> torch.Tensor:
+    """(n, z_dim) standard normal noise; row i depends only on (seed, start + i).
+
+    With ``truncation`` t, values with |z| > t are redrawn (a truncated normal): samples move
+    towards the average face, trading diversity for quality.
+    """
+    if truncation is not None and not truncation > 0:
+        raise ValueError(f"truncation must be > 0, got {truncation}")
+    rows = []
+    for i in range(start, start + n):
+        g = torch.Generator().manual_seed(_mix(seed, i, 31))
+        z = torch.randn(z_dim, generator=g)
+        if truncation is not None:
+            bad = z.abs() > truncation
+            while bad.any():
+                z[bad] = torch.randn(int(bad.sum()), generator=g)
+                bad = z.abs() > truncation
+        rows.append(z)
+    return torch.stack(rows) if rows else torch.empty(0, z_dim)
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator ready to sample: ``G.sample(16, seed=0)`` -> uint8 (16, R, R, 3)."""
+
+    net: Generator
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolution(self) -> int:
+        return self.net.resolution
+
+    @property
+    def z_dim(self) -> int:
+        return self.net.z_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def synthesize(self, z: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """uint8 (N, R, R, 3) images for the given noise rows."""
+        out = [to_uint8(self.net(zb.to(self.device))) for zb in z.split(batch_size)]
+        return np.concatenate(out) if out else np.empty((0, self.resolution, self.resolution, 3), np.uint8)
+
+    def sample(self, n: int, seed: int = 0, *, truncation: float | None = None, batch_size: int = 256,
+               as_pil: bool = False, start: int = 0):
+        """``n`` faces from ``seed``: uint8 array (n, R, R, 3), or a list of PIL images."""
+        imgs = self.synthesize(noise(n, self.z_dim, seed, truncation=truncation, start=start), batch_size)
+        if as_pil:
+            from PIL import Image
+
+            return [Image.fromarray(a) for a in imgs]
+        return imgs
+
+    __call__ = sample
+
+
+def _from_state(state: dict[str, torch.Tensor], model: dict[str, Any], source: str) -> Generator:
+    try:
+        mc = ModelConfig(**model)
+        mc.validate()
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{source}: the stored model config is invalid ({e})") from None
+    g = Generator(mc)
+    try:
+        g.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: weights do not fit a {mc.resolution}px generator of width {mc.width} "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    return g
+
+
+def load_generator(source: str | Path | None = None, *, device: str | torch.device = "cpu",
+                   which: str = "latest") -> LoadedGenerator:
+    """A generator from the bundled model (``None``), a run directory, a .pt checkpoint or a .safetensors file.
+
+    From a run directory or checkpoint, the EMA copy of G is used when the run kept one.
+    ``which`` picks a run directory's 'latest' or 'best' checkpoint.
+    """
+    if source is None:
+        path = bundled_model_path()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no bundled model is installed; pass a run directory or checkpoint")
+    else:
+        path = Path(source)
+    meta: dict[str, Any] = {}
+    if path.is_dir():
+        if which == "best" and (path / "checkpoints" / "best.pt").is_file():
+            ck = path / "checkpoints" / "best.pt"
+        else:
+            ck = latest_checkpoint(path)
+        if ck is None:
+            if (path / "generator.safetensors").is_file():
+                return load_generator(path / "generator.safetensors", device=device)
+            raise CheckpointError(f"{path}: no checkpoint in this run directory (checkpoints/ckpt-*.pt)")
+        path = ck
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.suffix == ".safetensors":
+        state, model, meta = load_generator_file(path)
+        g = _from_state(state, model, str(path))
+    else:
+        ck = load_checkpoint(path)
+        use_ema = ck.get("G_ema") is not None
+        g = _from_state(ck["G_ema"] if use_ema else ck["G"], ck["config"]["model"], str(path))
+        if use_ema:
+            # The EMA copy's BatchNorm statistics were not tracked; estimate them for its weights.
+            from .models import recalibrate_batchnorm
+
+            recalibrate_batchnorm(g)
+        meta = {"step": ck.get("step"), "images_seen": ck.get("images_seen"), "ema": use_ema}
+    g = g.to(device).eval().requires_grad_(False)
+    return LoadedGenerator(g, str(path), meta)
+
+
+def generate_images(source: str | Path | None, out: str | Path, *, n: int = 64, seed: int = 0,
+                    truncation: float | None = None, grid: bool = True, pngs: bool = True,
+                    device: str = "cpu", batch_size: int = 256, progress: bool = False) -> list[Path]:
+    """Write ``n`` faces as ``out/seedS-IIIII.png`` and/or ``out/grid.png``; returns the files written."""
+    if n <= 0:
+        raise ValueError(f"--n must be > 0, got {n}")
+    G = load_generator(source, device=device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    grid_imgs: list[np.ndarray] = []
+    it = range(0, n, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, unit="batch", desc="generate")
+    for start in it:
+        imgs = G.sample(min(batch_size, n - start), seed, truncation=truncation, start=start)
+        if pngs:
+            for j, img in enumerate(imgs):
+                p = out / f"seed{seed}-{start + j:05d}.png"
+                save_png(img, p)
+                written.append(p)
+        if grid and start < 256:
+            grid_imgs.append(imgs[: 256 - start])
+    if grid:
+        p = out / "grid.png"
+        save_png(make_grid(np.concatenate(grid_imgs)), p)
+        written.append(p)
+    return written

@@ -1,0 +1,47 @@
+"""GAN losses as pure functions of D's logits (no sigmoid inside the networks).
+
+bce:   non-saturating loss of Goodfellow et al. 2014 as used by DCGAN, with optional label smoothing.
+hinge: Lim & Ye 2017 / Miyato et al. 2018 (SNGAN).
+lsgan: least squares, Mao et al. 2017, with targets 1 (real) and 0 (fake) on the raw output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def d_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce", *, real_label: float = 1.0,
+           fake_label: float = 0.0) -> torch.Tensor:
+    """Discriminator loss: push real logits up and fake logits down."""
+    real, fake = real.float(), fake.float()
+    if kind == "bce":
+        return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_label))
+                + F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, fake_label)))
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if kind == "lsgan":
+        return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake ** 2).mean()
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """Generator loss on D's logits for generated images (G wants them judged real)."""
+    fake = fake.float()
+    if kind == "bce":
+        # Non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    if kind == "hinge":
+        return -fake.mean()
+    if kind == "lsgan":
+        return 0.5 * ((fake - 1.0) ** 2).mean()
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E ||grad_x D(x)||^2 over real x (caller multiplies by gamma / 2).
+
+    ``real_images`` must have requires_grad=True and ``real_logits`` must come from them.
+    """
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()

@@ -1,0 +1,134 @@
+"""Where and how to run: device choice, precision and memory format picked from the hardware.
+
+The fast path is chosen at run time from what the processor reports, never guessed:
+on CPU, bf16 autocast only where the CPU has native bf16 (AVX512-BF16 or AMX; on others it is
+emulated and many times slower than fp32) and channels_last (faster for these convolutions with
+oneDNN); on CUDA, bf16 autocast where supported, else fp16 with a gradient scaler.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+import torch
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_capability() -> str:
+    """ATen's vector ISA level for this CPU, e.g. 'AVX2', 'AVX512', 'DEFAULT'."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # older torch
+        return "unknown"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where bf16 matmuls/convolutions run natively (AVX512-BF16 or AMX), not emulated."""
+    if "AVX512" not in cpu_capability():
+        return False
+    flags = cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' -> CUDA (this process's local rank), else Apple MPS, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: Apple MPS is not available on this machine")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return dev
+
+
+@dataclass
+class FastPath:
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    """None = fp32."""
+    channels_last: bool
+    grad_scaler: bool
+    threads: int
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def describe(self) -> str:
+        where = cpu_name() if self.device.type == "cpu" else (
+            torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type)
+        extra = f", cpu capability {cpu_capability()}, {self.threads} threads" if self.device.type == "cpu" else ""
+        return (f"device {self.device} ({where}{extra}); precision {self.precision}; "
+                f"channels_last {'on' if self.channels_last else 'off'}")
+
+
+def choose_fast_path(device: torch.device, precision: str = "auto", channels_last: str = "auto",
+                     threads: int = 0) -> FastPath:
+    """Resolve 'auto' settings for ``device`` from what the hardware has."""
+    if device.type == "cpu":
+        n = threads or available_cores()
+        torch.set_num_threads(n)
+    else:
+        n = torch.get_num_threads()
+    if precision == "auto":
+        if device.type == "cpu":
+            dtype = torch.bfloat16 if cpu_has_native_bf16() else None
+        elif device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = None  # MPS: fp32 is the safe default for BatchNorm-heavy GANs
+    else:
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if dtype is torch.float16 and device.type == "cpu":
+            raise ValueError("train.precision fp16 is for CUDA/MPS; on CPU use bf16 or fp32")
+    if channels_last == "auto":
+        cl = device.type in ("cpu", "cuda")
+    else:
+        cl = channels_last == "on"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return FastPath(device, dtype, cl, grad_scaler=(dtype is torch.float16 and device.type == "cuda"), threads=n)

@@ -1,0 +1,455 @@
+"""Training: set-up (``Trainer.__init__``) kept apart from one readable loop (``Trainer.run``).
+
+Every step is one discriminator update and one generator update on a global batch. Everything
+random in a step (data order, flips, noise, augmentation) is drawn from generators seeded by
+(seed, step), so a run resumed from a checkpoint repeats an uninterrupted one bit for bit on CPU,
+and under torchrun the processes split the very batch a single process would draw.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from . import distributed as dist
+from .augment import diff_augment
+from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
+                         prune_checkpoints, save_checkpoint, save_generator)
+from .config import Config
+from .data import FaceDataset, StepBatchSampler, step_generator, to_model_input
+from .images import save_grid, to_uint8
+from .losses import d_loss, g_loss, r1_penalty
+from .models import Discriminator, Generator, build_models, recalibrate_batchnorm
+from .plots import plot_run
+from .runtime import choose_fast_path, select_device
+from .rundir import RunLock, new_run_dir, write_status
+
+# Independent random streams (see data.step_generator).
+STREAM_NOISE, STREAM_FLIP, STREAM_AUG = 11, 12, 13
+GRID_SEED = 20240601  # the fixed-noise grid has its own seed, so changing train.seed keeps the grid's z
+
+
+class DivergenceError(RuntimeError):
+    """A loss or weight became NaN/Inf."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for parameters; buffers are left alone
+    (BatchNorm statistics of the EMA copy are re-estimated before it is used)."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+
+
+def _make_optimizer(params, oc) -> torch.optim.Optimizer:
+    if oc.name == "adam":
+        return torch.optim.Adam(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay)
+    return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    m = getattr(m, "module", m)  # DDP
+    return getattr(m, "_orig_mod", m)  # torch.compile
+
+
+def _nonfinite_param(m: nn.Module) -> str | None:
+    for name, p in _unwrap(m).named_parameters():
+        if not torch.isfinite(p).all():
+            return name
+    return None
+
+
+class Trainer:
+    """Builds everything a run needs; ``run()`` trains until ``cfg.train.steps``."""
+
+    def __init__(self, cfg: Config | None = None, *, resume: str | Path | None = None, outdir: str | Path = "runs",
+                 name: str | None = None, device: str = "auto", progress: bool = True,
+                 stop_after: int | None = None):
+        self.rank, self.world, self.local_rank = dist.setup()
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        self.stop_after = stop_after
+
+        # ---- Config: from the run being resumed, or the one given ------------------------------
+        state: dict[str, Any] | None = None
+        if resume is not None:
+            self.run_dir = Path(resume)
+            ck = self._resumable_checkpoint(self.run_dir)
+            if ck is not None:
+                state = load_checkpoint(ck)
+                cfg = Config.from_dict(state["config"])
+            else:
+                cfg = Config.load(self.run_dir / "config.json")  # killed before its first checkpoint
+            if self.is_main:
+                print(f"Resuming {self.run_dir} from {ck.name if ck else 'the start (no checkpoint yet)'}",
+                      file=sys.stderr)
+        assert cfg is not None, "a config or a run to resume is required"
+        self.cfg = cfg.validate()
+        t = cfg.train
+        if t.batch_size % self.world:
+            raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the number of processes "
+                             f"({self.world}); the global batch is split evenly")
+        self.local_batch = t.batch_size // self.world
+
+        # ---- Device and the fast path for it ---------------------------------------------------
+        self.device = select_device(device, self.local_rank)
+        self.fast = choose_fast_path(self.device, t.precision, t.channels_last, t.threads)
+
+        # ---- Data ------------------------------------------------------------------------------
+        if not cfg.data:
+            raise ValueError("no dataset: pass --data DIR (a directory made by `fakefacegen prepare`)")
+        self.dataset = FaceDataset(cfg.data)
+        if self.dataset.resolution != cfg.model.resolution:
+            raise ValueError(f"{cfg.data}: images are {self.dataset.resolution} px but model.resolution is "
+                             f"{cfg.model.resolution}; prepare the data at that size or change the preset")
+
+        # ---- Models, EMA, optimisers -------------------------------------------------------------
+        torch.manual_seed(t.seed)  # weight init is the same in every process
+        g, d = build_models(cfg.model)
+        if self.world > 1 and t.sync_bn:
+            g = nn.SyncBatchNorm.convert_sync_batchnorm(g)
+            d = nn.SyncBatchNorm.convert_sync_batchnorm(d)
+        mf = torch.channels_last if self.fast.channels_last else torch.contiguous_format
+        g, d = g.to(self.device, memory_format=mf), d.to(self.device, memory_format=mf)
+        self.g_ema = copy.deepcopy(g).eval().requires_grad_(False) if t.ema > 0 else None
+        self.opt_g = _make_optimizer(g.parameters(), cfg.g_opt)
+        self.opt_d = _make_optimizer(d.parameters(), cfg.d_opt)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.fast.grad_scaler)
+        self.step, self.images_seen, self.elapsed = 0, 0, 0.0
+        self.best: dict[str, Any] = {}
+        self.rollbacks = 0
+        if state is not None:
+            self._load_state(state, g, d)
+        if t.compile:
+            g, d = torch.compile(g), torch.compile(d)
+        self.g, self.d = dist.wrap(g, self.device), dist.wrap(d, self.device)
+
+        # ---- Run directory (rank 0 writes; everyone knows where it is) ---------------------------
+        self.lock: RunLock | None = None
+        if resume is None:
+            run = None
+            if self.is_main:
+                run = new_run_dir(outdir, name or cfg.preset or f"{cfg.model.resolution}px")
+            self.run_dir = Path(dist.broadcast_object(str(run) if run else None))
+        if self.is_main:
+            self.lock = RunLock(self.run_dir).acquire()
+            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            if resume is None:
+                cfg.save(self.run_dir / "config.json")  # config first, before anything can fail
+            write_status(self.run_dir, "running", step=self.step, pid_world=self.world)
+
+        self.grid_z = torch.randn(64, cfg.model.z_dim, generator=torch.Generator().manual_seed(GRID_SEED))
+        self.evaluator = None
+        if cfg.eval.every and self.is_main:
+            from .metrics import TrainingEvaluator
+
+            self.evaluator = TrainingEvaluator(cfg.data, n=cfg.eval.n, metric=cfg.eval.metric,
+                                               inception=cfg.eval.inception or None, device=str(self.device))
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _resumable_checkpoint(run_dir: Path) -> Path | None:
+        if not (run_dir / "config.json").is_file():
+            raise CheckpointError(f"{run_dir}: not a run directory (no config.json)")
+        # Newest first; an unreadable one (should not happen: writes are atomic) is reported and skipped.
+        for ck in reversed(list_checkpoints(run_dir)):
+            try:
+                load_checkpoint(ck)
+                return ck
+            except CheckpointError as e:
+                print(f"warning: skipping {e}", file=sys.stderr)
+        return None
+
+    def _load_state(self, state: dict[str, Any], g: nn.Module, d: nn.Module) -> None:
+        try:
+            g.load_state_dict(state["G"])
+            d.load_state_dict(state["D"])
+            if self.g_ema is not None:
+                self.g_ema.load_state_dict(state.get("G_ema") or state["G"])
+            self.opt_g.load_state_dict(state["opt_G"])
+            self.opt_d.load_state_dict(state["opt_D"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"checkpoint does not fit this model ({str(e).splitlines()[0][:200]})") from None
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.best = dict(state.get("best") or {})
+        self.rollbacks = int(state.get("rollbacks", 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(), "step": self.step, "images_seen": self.images_seen,
+            "elapsed_s": self.elapsed, "best": self.best, "rollbacks": self.rollbacks,
+            "G": _unwrap(self.g).state_dict(), "D": _unwrap(self.d).state_dict(),
+            "G_ema": self.g_ema.state_dict() if self.g_ema is not None else None,
+            "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "world_size": self.world,
+        }
+
+    def sampling_generator(self) -> Generator:
+        """The network used for samples and metrics: the EMA copy (BN re-estimated) or G in eval mode."""
+        if self.g_ema is not None:
+            recalibrate_batchnorm(self.g_ema, batch_size=min(128, self.cfg.train.batch_size * 2))
+            return self.g_ema
+        return _unwrap(self.g)
+
+    @torch.no_grad()
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        g = self.sampling_generator()
+        was = g.training
+        g.eval()
+        out = torch.cat([g(zb.to(self.device)).float().cpu() for zb in z.split(256)])
+        g.train(was)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def _handle_signal(self, signum, frame) -> None:  # noqa: ARG002
+        if self._stop_signal is not None:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        if self.is_main:
+            print(f"\n{signal.Signals(signum).name} received: finishing this step and writing a checkpoint "
+                  f"(press Ctrl-C again to abort without one)", file=sys.stderr)
+
+    def run(self) -> Path:
+        """Train to ``cfg.train.steps``; returns the run directory."""
+        old = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._loop()
+        except TrainingInterrupted as e:
+            if self.is_main:
+                write_status(self.run_dir, "interrupted", step=self.step, message=str(e))
+            raise
+        except DivergenceError as e:
+            if self.is_main:
+                write_status(self.run_dir, "failed", step=self.step, message=str(e))
+            raise
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if self.lock:
+                self.lock.release()
+        return self.run_dir
+
+    def _loop(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        dev, fast = self.device, self.fast
+        sampler = StepBatchSampler(len(self.dataset), self.local_batch, seed=t.seed, rank=self.rank,
+                                   world_size=self.world)
+        lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch  # this process's rows
+        log_path = self.run_dir / "log.jsonl"
+        if self.is_main:
+            print(f"run {self.run_dir} | {fast.describe()} | {self.world} process(es), batch {t.batch_size} "
+                  f"global / {self.local_batch} per process", file=sys.stderr)
+            if self.step == 0:
+                self._write_grids(real=True)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+        acc = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "r1": 0.0, "n": 0}
+        tick, tick_images = time.perf_counter(), 0
+        steps_this_process = 0
+        while self.step < t.steps:
+            step = self.step
+            t0 = time.perf_counter()
+            # ---- Data: this process's rows of the global batch, flipped, in [-1, 1] -------------
+            batch = self.dataset.__getitems__(sampler.indices(step))
+            flip = None
+            if t.flip:
+                flip = (torch.rand(t.batch_size, generator=step_generator(t.seed, step, STREAM_FLIP)) < 0.5)[lo:hi]
+            real = to_model_input(batch, device=dev, channels_last=fast.channels_last, flip=flip)
+            z = torch.randn(t.batch_size, cfg.model.z_dim,
+                            generator=step_generator(t.seed + 7919 * self.rollbacks, step, STREAM_NOISE))[lo:hi]
+            z = z.to(dev)
+            aug_gen = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
+
+            def aug(x: torch.Tensor) -> torch.Tensor:
+                return diff_augment(x, t.augment, aug_gen) if t.augment else x
+
+            # ---- (1) Update D: maximise log D(x) + log(1 - D(G(z))) (or the hinge/LS objective) --
+            self.opt_d.zero_grad(set_to_none=True)
+            do_r1 = t.r1_gamma > 0 and step % t.r1_every == 0
+            with fast.autocast():
+                fake = self.g(z)
+                if do_r1:
+                    real.requires_grad_(True)
+                logits_real = self.d(aug(real))
+                logits_fake = self.d(aug(fake.detach()))
+                loss_d = d_loss(logits_real, logits_fake, t.loss, real_label=t.real_label, fake_label=t.fake_label)
+            r1 = torch.zeros((), device=dev)
+            if do_r1:
+                # Lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every.
+                r1 = r1_penalty(logits_real, real)
+                loss_d = loss_d + (t.r1_gamma / 2) * r1 * t.r1_every
+            self.scaler.scale(loss_d).backward()
+            self.scaler.step(self.opt_d)
+
+            # ---- (2) Update G: maximise log D(G(z)) (non-saturating) ---------------------------
+            self.opt_g.zero_grad(set_to_none=True)
+            # D only passes gradients through to G here: freezing its weights skips their gradients
+            # (and, under DDP, no_sync skips an all-reduce of gradients nobody uses).
+            self.d.requires_grad_(False)
+            with dist.no_sync(self.d), fast.autocast():
+                logits_gen = self.d(aug(fake))
+                loss_g = g_loss(logits_gen, t.loss)
+                self.scaler.scale(loss_g).backward()
+            self.d.requires_grad_(True)
+            self.scaler.step(self.opt_g)
+            self.scaler.update()
+
+            # ---- Divergence check: at once, before anything is saved -------------------------------
+            # Under torchrun the losses and the stop flag are agreed on by all processes, so they
+            # all take the same branch (log, stop, roll back) at the same step.
+            ld, lg, stop_flag = dist.agree([float(loss_d.detach()), float(loss_g.detach()), float(self._stop_signal is not None)])
+            if stop_flag and self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM
+            if not (math.isfinite(ld) and math.isfinite(lg)):
+                bad = "discriminator (loss_d)" if not math.isfinite(ld) else "generator (loss_g)"
+                self._diverged(f"step {step + 1}: the {bad} loss is {ld if bad[0] == 'd' else lg}")
+                continue
+            if self.g_ema is not None:
+                update_ema(self.g_ema, _unwrap(self.g), t.ema if step >= t.ema_start else 0.0)
+
+            self.step += 1
+            self.images_seen += t.batch_size
+            steps_this_process += 1
+            self.elapsed += time.perf_counter() - t0
+            acc["loss_d"] += ld
+            acc["loss_g"] += lg
+            acc["d_real"] += float(torch.sigmoid(logits_real.detach().float()).mean())
+            acc["d_fake"] += float(torch.sigmoid(logits_fake.detach().float()).mean())
+            acc["r1"] += float(r1)
+            acc["n"] += 1
+            tick_images += t.batch_size
+
+            # ---- Bookkeeping: log, grids, metrics, checkpoints (rank 0 writes) -------------------
+            last = self.step == t.steps
+            if self.step % t.log_every == 0 or last:
+                now = time.perf_counter()
+                rec = {"kind": "train", "step": self.step, "images_seen": self.images_seen,
+                       **{k: acc[k] / acc["n"] for k in ("loss_d", "loss_g", "d_real", "d_fake")},
+                       "img_per_s": tick_images / max(now - tick, 1e-9), "elapsed_s": round(self.elapsed, 2)}
+                if t.r1_gamma:
+                    rec["r1"] = acc["r1"] / acc["n"]
+                acc = dict.fromkeys(acc, 0.0)
+                acc["n"] = 0
+                tick, tick_images = now, 0
+                if self.is_main:
+                    _append_jsonl(log_path, rec)
+                    if bar:
+                        bar.set_postfix(D=f"{rec['loss_d']:.3f}", G=f"{rec['loss_g']:.3f}",
+                                        Dx=f"{rec['d_real']:.2f}", DGz=f"{rec['d_fake']:.2f}",
+                                        ips=f"{rec['img_per_s']:.0f}")
+            if self.is_main and (self.step % t.sample_every == 0 or last):
+                self._write_grids()
+                plot_run(self.run_dir)
+            if self.evaluator is not None and (self.step % cfg.eval.every == 0 or last):
+                self._evaluate(log_path)
+            stop = self._stop_signal is not None or (self.stop_after is not None
+                                                     and steps_this_process >= self.stop_after)
+            if self.step % t.ckpt_every == 0 or last or stop:
+                self._checkpoint(final=last)
+            if bar:
+                bar.update(1)
+            if stop and not last:
+                if bar:
+                    bar.close()
+                if self._stop_signal is not None:
+                    raise TrainingInterrupted(self._stop_signal, f"stopped at step {self.step} by "
+                                              f"{signal.Signals(self._stop_signal).name}")
+                return
+        if bar:
+            bar.close()
+        if self.is_main:
+            plot_run(self.run_dir)
+            write_status(self.run_dir, "complete", step=self.step, images_seen=self.images_seen,
+                         elapsed_s=round(self.elapsed, 1))
+
+    # ------------------------------------------------------------------------------------------
+    def _diverged(self, what: str) -> None:
+        ck = latest_checkpoint(self.run_dir)
+        if self.cfg.train.on_nan == "rollback" and ck is not None and self.rollbacks < 3:
+            self.rollbacks += 1
+            if self.is_main:
+                print(f"warning: {what}; rolling back to {ck.name} with fresh noise "
+                      f"(rollback {self.rollbacks} of 3)", file=sys.stderr)
+            state = load_checkpoint(ck, map_location=self.device)
+            rollbacks = self.rollbacks
+            self._load_state(state, _unwrap(self.g), _unwrap(self.d))
+            self.rollbacks = rollbacks
+            return
+        raise DivergenceError(f"training diverged: {what}; no checkpoint was overwritten"
+                              + ("" if ck is None else f"; the last good one is {ck}"))
+
+    def _checkpoint(self, final: bool) -> None:
+        if not self.is_main:
+            dist.barrier()
+            return
+        bad = _nonfinite_param(self.g) or _nonfinite_param(self.d)
+        if bad:
+            raise DivergenceError(f"training diverged: weight {bad} is NaN/Inf at step {self.step}; "
+                                  f"no checkpoint was written")
+        save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, self.step))
+        prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+        if final:
+            g = self.sampling_generator()
+            save_generator(g.state_dict(), json.loads(json.dumps(self.cfg.to_dict()["model"])),
+                           self.run_dir / "generator.safetensors",
+                           meta={"images_seen": self.images_seen, "step": self.step, "ema": self.g_ema is not None})
+        write_status(self.run_dir, "running" if not final else "complete", step=self.step)
+        dist.barrier()
+
+    def _write_grids(self, real: bool = False) -> None:
+        if real:
+            idx = list(range(min(64, len(self.dataset))))
+            save_grid(self.dataset.__getitems__(idx).numpy(), self.run_dir / "samples" / "real.png", nrow=8)
+            self._write_grids()
+            return
+        images = to_uint8(self.sample(self.grid_z))
+        save_grid(images, self.run_dir / "samples" / f"fakes-{self.step:08d}.png", nrow=8)
+
+    def _evaluate(self, log_path: Path) -> None:
+        n = self.cfg.eval.n
+        z_all = torch.randn(n, self.cfg.model.z_dim, generator=torch.Generator().manual_seed(GRID_SEED + 1))
+
+        def sample_fn(count: int, seed: int = 0):  # noqa: ARG001 - fixed noise regardless of seed
+            return to_uint8(self.sample(z_all[:count]))
+
+        res = self.evaluator(sample_fn)
+        rec = {"kind": "eval", "step": self.step, "images_seen": self.images_seen, **res}
+        _append_jsonl(log_path, rec)
+        key = self.cfg.eval.metric
+        value = res[key] if not isinstance(res[key], (list, tuple)) else res[key][0]
+        if not self.best or value < self.best["value"]:
+            self.best = {"metric": key, "value": value, "step": self.step}
+            save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / "best.pt")
+            print(f"\nstep {self.step}: {key} {value:.3f} (new best)", file=sys.stderr)
+
+
+def _append_jsonl(path: Path, rec: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
