@@ -58,6 +58,12 @@ POLICIES = {"color": color, "translation": translation, "cutout": cutout}
 
 def diff_augment(x: torch.Tensor, policy: str, g: torch.Generator | None = None) -> torch.Tensor:
     """Apply the comma-separated policies in order; an empty policy returns ``x`` unchanged."""
-    for name in filter(None, (p.strip() for p in policy.split(","))):
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    if not names:
+        return x
+    # These element-wise ops and gathers run several times faster in NCHW than in channels_last on CPU.
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    x = x.contiguous()
+    for name in names:
         x = POLICIES[name](x, g)
-    return x
+    return x.contiguous(memory_format=torch.channels_last) if cl else x

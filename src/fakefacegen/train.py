@@ -342,7 +342,7 @@ class Trainer:
             acc["loss_g"] += lg
             acc["d_real"] += float(torch.sigmoid(logits_real.detach().float()).mean())
             acc["d_fake"] += float(torch.sigmoid(logits_fake.detach().float()).mean())
-            acc["r1"] += float(r1)
+            acc["r1"] += float(r1.detach())
             acc["n"] += 1
             tick_images += t.batch_size
 
