@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -97,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=50)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", default=None, help="write the result as JSON here (default: print only)")
+
+    # Commands that live in their own modules: each has register(subparsers) -> parser with func set.
+    for modname in PLUGIN_COMMANDS:
+        importlib.import_module(modname).register(sub)
     return p
 
 
@@ -216,13 +221,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that add a subcommand through ``register(subparsers)``; the parser they return has
+# ``set_defaults(func=...)`` with a function taking the parsed args and returning an exit code.
+PLUGIN_COMMANDS: list[str] = []
+
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        func = COMMANDS.get(args.command) or args.func
+        return func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
