@@ -1,0 +1,168 @@
+"""Benchmark `fakefacegen.prepare` against a naive single-core Pillow loop.
+
+    python benchmarks/bench_prepare.py [--limit N] [--size 64] [--repeats 1]
+
+(a) naive: for each file Image.open -> convert("RGB") -> centre square crop ->
+    resize(size, LANCZOS), one core, no draft mode.
+(b) prepare_dataset(..., workers=all cores)   (draft mode on, the default)
+(c) prepare_dataset(..., draft=False)         (shows where the speed comes from)
+plus prepare on the half-resolution CelebA folder and on both folders at once.
+
+Needs ../shared/data/celeba/img_align_celeba relative to the repo root (skipped
+with a message if absent).  Prints images/s, ratio, and the pixel agreement of
+prepare's output with the naive loop (mean |diff| in 0..255 levels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from fakefacegen.prepare import IMAGE_EXTENSIONS, prepare_dataset  # noqa: E402
+
+CELEBA = REPO.parent / "shared" / "data" / "celeba" / "img_align_celeba"
+CELEBA_HALF = REPO.parent / "shared" / "data" / "celeba_half" / "img_align_celeba_half"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_capability() -> str:
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception as e:  # torch optional here
+        return f"n/a ({type(e).__name__})"
+
+
+def list_files(folder: Path, limit: int | None) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return files[:limit] if limit else files
+
+
+def naive(files: list[Path], size: int) -> np.ndarray:
+    out = np.empty((len(files), size, size, 3), np.uint8)
+    for i, f in enumerate(files):
+        im = Image.open(f).convert("RGB")
+        w, h = im.size
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        out[i] = np.asarray(im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.LANCZOS))
+    return out
+
+
+def _cpu_s() -> float:
+    """CPU seconds used so far by this process and its reaped children (workers)."""
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def timed(fn, repeats: int):
+    """Median wall seconds, median CPU seconds (incl. worker processes), last result."""
+    times, cpus, result = [], [], None
+    for _ in range(repeats):
+        c = _cpu_s()
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+        cpus.append(_cpu_s() - c)
+    return statistics.median(times), statistics.median(cpus), result
+
+
+def run_prepare(source, size, limit, tmp, tag, **kw):
+    out = Path(tmp) / f"{tag}-{time.monotonic_ns()}"
+    m = prepare_dataset(source, out, size, progress=False, limit=limit, **kw)
+    arr = np.load(out / "images.npy")
+    return m, arr
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N files (default: all)")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=1, help="repeats per measurement (median reported)")
+    ap.add_argument("--workers", type=int, default=None, help="prepare workers (default: all cores)")
+    args = ap.parse_args(argv)
+
+    if not CELEBA.is_dir():
+        print(f"SKIP: real data not found at {CELEBA}")
+        return 0
+    try:
+        n_cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n_cores = os.cpu_count() or 1
+    workers = args.workers or n_cores
+    files = list_files(CELEBA, args.limit)
+    n = len(files)
+    w0, h0 = Image.open(files[0]).size
+    print(f"CPU: {cpu_model()}  ({n_cores} usable cores, os.cpu_count={os.cpu_count()})")
+    print(f"torch cpu capability: {cpu_capability()}")
+    print(f"Python {platform.python_version()}, Pillow {Image.__version__}, numpy {np.__version__}")
+    print(f"data: {CELEBA}  ({n} files, first {w0}x{h0}), size {args.size}, repeats {args.repeats}")
+    try:
+        print(f"load average: {os.getloadavg()[0]:.2f} (other jobs share these cores)")
+    except OSError:
+        pass
+
+    with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
+        t_naive, c_naive, ref = timed(lambda: naive(files, args.size), args.repeats)
+        t_prep, c_prep, (m, arr) = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "p",
+                                                             workers=workers), args.repeats)
+        t_nod, c_nod, (m2, arr2) = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "nd",
+                                                             workers=workers, draft=False), args.repeats)
+        assert arr.shape == ref.shape, (arr.shape, ref.shape)
+        diff = np.abs(arr.astype(np.int16) - ref.astype(np.int16))
+        mad, p99 = diff.mean(), np.percentile(diff, 99)
+        mad2 = np.abs(arr2.astype(np.int16) - ref.astype(np.int16)).mean()
+        r_naive, r_prep, r_nod = n / t_naive, n / t_prep, n / t_nod
+        print()
+        print("                               wall img/s        img per CPU-second")
+        print(f"(a) naive 1-core loop        : {r_naive:8.1f} ({t_naive:6.2f} s)  {n / c_naive:8.1f}")
+        print(f"(b) prepare workers={m['workers']} draft : {r_prep:8.1f} ({t_prep:6.2f} s)  {n / c_prep:8.1f}"
+              f"   draft-decoded {m['draft_decoded']}/{m['count']}")
+        print(f"(c) prepare workers={m2['workers']} exact : {r_nod:8.1f} ({t_nod:6.2f} s)  {n / c_nod:8.1f}"
+              f"   draft=False")
+        print(f"ratio prepare/naive, wall    : {r_prep / r_naive:.2f}x   (exact mode: {r_nod / r_naive:.2f}x)")
+        print(f"ratio per CPU-second         : {c_naive / c_prep:.2f}x   (exact mode: {c_naive / c_nod:.2f}x)")
+        print(f"  -> on {m['workers']} otherwise idle cores expect about "
+              f"{m['workers'] * c_naive / c_prep:.1f}x wall (CPU ratio x workers, an upper bound)")
+        print(f"pixel agreement vs naive     : draft mean|diff| {mad:.3f} levels (p99 {p99:.0f}); "
+              f"exact mean|diff| {mad2:.3f}")
+        print()
+        for label, src in (("celeba (178x218)", CELEBA), ("celeba_half (89x109)", CELEBA_HALF),
+                           ("both folders, one dataset", [CELEBA, CELEBA_HALF])):
+            srcs = src if isinstance(src, list) else [src]
+            if not all(Path(s).is_dir() for s in srcs):
+                print(f"prepare {label}: SKIP (missing {[str(s) for s in srcs if not Path(s).is_dir()]})")
+                continue
+            t, _, (mm, a) = timed(lambda: run_prepare(src, args.size, args.limit, tmp, "x", workers=workers), 1)
+            print(f"prepare {label:26s}: {mm['count']:6d} images, {mm['count'] / t:8.1f} img/s "
+                  f"({t:.2f} s), skipped {len(mm['skipped'])}, draft-decoded {mm['draft_decoded']}, "
+                  f"shape {a.shape}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
