@@ -1,0 +1,246 @@
+"""Export a generator to ONNX and TorchScript, each checked against PyTorch on the same noise.
+
+Both files map noise ``z`` float32 (batch, z_dim) to ``image`` float32 (batch, 3, R, R) in [-1, 1]
+(NCHW; ``(image + 1) * 127.5`` gives pixel values), with a dynamic batch axis. Next to each file,
+``<name>.json`` records the shapes, versions and the largest absolute difference from PyTorch
+measured after export.
+
+ONNX uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``): it needs only
+``onnx`` for the check and ``onnxruntime`` to run, while the dynamo exporter also needs
+``onnxscript``; a plain conv-transpose/BatchNorm/ReLU stack gains nothing from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import __version__
+
+if TYPE_CHECKING:
+    import torch
+
+    from .generate import LoadedGenerator
+
+FORMATS = ("onnx", "torchscript")
+ONNX_FILE = "generator.onnx"
+TORCHSCRIPT_FILE = "generator.torchscript.pt"
+DEFAULT_OPSET = 17
+# Batch sizes for the parity check: none equals the batch size traced at export, so the check
+# also proves the batch axis is dynamic.
+CHECK_BATCHES = (1, 5)
+TRACE_BATCH = 2
+
+EXAMPLES = """examples:
+  fakefacegen export --format onnx --out export/               # the bundled model -> export/generator.onnx
+  fakefacegen export runs/00001-celeba64 --format both --out export/
+  fakefacegen export model.safetensors --format torchscript --out export/
+
+Using the ONNX file (needs only onnxruntime and numpy):
+  import numpy as np, onnxruntime as ort
+  sess = ort.InferenceSession("export/generator.onnx")
+  z = np.random.default_rng(0).standard_normal((16, sess.get_inputs()[0].shape[1])).astype(np.float32)
+  faces = ((sess.run(None, {"z": z})[0] + 1) * 127.5).round().clip(0, 255).astype(np.uint8)  # (16, 3, R, R)"""
+
+
+class MissingDependencyError(ImportError, RuntimeError):
+    """An optional package is missing; the message says what to install."""
+
+
+def _require_onnx() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependencyError(f"ONNX export needs the onnx and onnxruntime packages ({e.name} is missing): "
+                                     f"pip install fakefacegen[export]") from None
+    return onnx, onnxruntime
+
+
+def _export_module(G: LoadedGenerator) -> torch.nn.Module:
+    """A CPU float32 copy of G's network without the Python shape check (it would be traced as a constant)."""
+    import copy
+
+    import torch
+
+    class _Exported(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module):
+            super().__init__()
+            self.net = net
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.net(z[:, :, None, None])
+
+    net = copy.deepcopy(G.net.net).to("cpu", torch.float32).eval().requires_grad_(False)
+    return _Exported(net).eval()
+
+
+def _reference(G: LoadedGenerator, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(noise, output of G's own PyTorch network) pairs on CPU float32 for each check batch size."""
+    import copy
+
+    import torch
+
+    from .generate import noise
+
+    module = copy.deepcopy(G.net).to("cpu", torch.float32).eval()
+    pairs = []
+    for i, n in enumerate(CHECK_BATCHES):
+        z = noise(n, G.z_dim, seed, start=100 * i)
+        with torch.no_grad():
+            pairs.append((z.numpy(), module(z).numpy()))
+    return pairs
+
+
+def _describe(G: LoadedGenerator, fmt: str, path: Path, diff: float, seed: int, **extra: Any) -> dict[str, Any]:
+    import torch
+
+    return {"format": fmt, "file": path.name, "source": G.source, "resolution": G.resolution, "z_dim": G.z_dim,
+            "input": {"name": "z", "shape": ["batch", G.z_dim], "dtype": "float32"},
+            "output": {"name": "image", "shape": ["batch", 3, G.resolution, G.resolution], "dtype": "float32",
+                       "range": [-1.0, 1.0], "layout": "NCHW"},
+            "check": {"batch_sizes": list(CHECK_BATCHES), "seed": seed, "max_abs_diff": diff},
+            "torch_version": torch.__version__, "fakefacegen_version": __version__, **extra}
+
+
+def _write_json(info: dict[str, Any], path: Path) -> Path:
+    p = path.with_name(path.name.split(".")[0] + f".{info['format']}.json")
+    p.write_text(json.dumps(info, indent=2) + "\n")
+    return p
+
+
+def _checked(path: Path, diff: float, tolerance: float, what: str) -> None:
+    if not np.isfinite(diff) or diff > tolerance:
+        raise RuntimeError(f"{path}: {what} output differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})")
+
+
+def export_onnx(G: LoadedGenerator, path: str | Path, *, opset: int = DEFAULT_OPSET, seed: int = 0,
+                tolerance: float = 1e-4) -> dict[str, Any]:
+    """Write G as ONNX, run it in onnxruntime against PyTorch and return the report (also written as JSON).
+
+    Raises MissingDependencyError without onnx/onnxruntime, RuntimeError if the outputs differ by
+    more than ``tolerance``.
+    """
+    import torch
+
+    onnx, ort = _require_onnx()
+    path = Path(path)
+    module = _export_module(G)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is deprecated in favour of dynamo (which needs onnxscript).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(TRACE_BATCH, G.z_dim),), str(tmp), dynamo=False,
+                              input_names=["z"], output_names=["image"], opset_version=opset,
+                              dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}})
+        onnx.checker.check_model(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    diff = max(float(np.abs(sess.run(None, {"z": z})[0] - ref).max()) for z, ref in _reference(G, seed))
+    info = _describe(G, "onnx", path, diff, seed, opset=opset, onnx_version=onnx.__version__,
+                     onnxruntime_version=ort.__version__)
+    info["json"] = str(_write_json(info, path))
+    _checked(path, diff, tolerance, "ONNX Runtime")
+    return info
+
+
+def export_torchscript(G: LoadedGenerator, path: str | Path, *, seed: int = 0,
+                       tolerance: float = 1e-5) -> dict[str, Any]:
+    """Write G as a traced TorchScript module, reload it, compare with PyTorch and return the report."""
+    import torch
+
+    path = Path(path)
+    module = _export_module(G)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export; still supported
+            # check_trace=False: its comparison imports torch.distributed (seconds); the reloaded file is checked below.
+            traced = torch.jit.trace(module, torch.zeros(TRACE_BATCH, G.z_dim), check_trace=False)
+            torch.jit.save(traced, str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        diff = max(float(np.abs(loaded(torch.from_numpy(z)).numpy() - ref).max()) for z, ref in _reference(G, seed))
+    info = _describe(G, "torchscript", path, diff, seed)
+    info["json"] = str(_write_json(info, path))
+    _checked(path, diff, tolerance, "TorchScript")
+    return info
+
+
+def parse_formats(fmt: str) -> tuple[str, ...]:
+    """'onnx' | 'torchscript' | 'both' (or a comma list) -> formats to write."""
+    names = [f.strip().lower() for f in str(fmt).split(",") if f.strip()]
+    out: list[str] = []
+    for f in names:
+        for g in (FORMATS if f == "both" else (f,)):
+            if g not in FORMATS:
+                raise ValueError(f"--format must be onnx, torchscript or both, got {fmt!r}")
+            if g not in out:
+                out.append(g)
+    if not out:
+        raise ValueError(f"--format must be onnx, torchscript or both, got {fmt!r}")
+    return tuple(out)
+
+
+def export_model(source: str | Path | None, out: str | Path, formats: tuple[str, ...] | str = "onnx", *,
+                 opset: int = DEFAULT_OPSET, which: str = "latest") -> dict[str, dict[str, Any]]:
+    """Export a model (bundled, run directory, .pt or .safetensors) into ``out``; reports by format."""
+    from .generate import load_generator
+
+    formats = parse_formats(formats) if isinstance(formats, str) else tuple(formats)
+    if "onnx" in formats:
+        _require_onnx()  # fail before writing anything
+    G = load_generator(source, device="cpu", which=which)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    if "onnx" in formats:
+        reports["onnx"] = export_onnx(G, out / ONNX_FILE, opset=opset)
+    if "torchscript" in formats:
+        reports["torchscript"] = export_torchscript(G, out / TORCHSCRIPT_FILE)
+    return reports
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``export`` subcommand to the ``fakefacegen`` parser."""
+    desc = "Export a generator to ONNX and/or TorchScript, checked against PyTorch on the same noise."
+    s = sub.add_parser("export", help=desc, description=desc, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("model", nargs="?", default=None,
+                   help="run directory, checkpoint .pt or generator .safetensors (default: bundled model)")
+    s.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "both"),
+                   help="what to write (default onnx; onnx needs: pip install fakefacegen[export])")
+    s.add_argument("--out", default="export", help="output directory (default export/)")
+    s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    s.add_argument("--which", choices=("latest", "best"), default="latest", help="checkpoint of a run directory")
+    s.set_defaults(func=run)
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fakefacegen export``; returns the exit code."""
+    t0 = time.perf_counter()
+    reports = export_model(args.model, args.out, args.format, opset=args.opset, which=args.which)
+    for fmt, r in reports.items():
+        print(f"wrote {Path(args.out) / r['file']} ({fmt}): max abs difference from PyTorch "
+              f"{r['check']['max_abs_diff']:.3g} over batches {','.join(map(str, CHECK_BATCHES))}; details in {r['json']}")
+    print(f"done in {time.perf_counter() - t0:.1f}s")
+    return 0

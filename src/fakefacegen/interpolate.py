@@ -1,0 +1,236 @@
+"""Latent walks: spherical interpolation between the faces of several seeds, as an animation and a grid.
+
+Seed ``s`` stands for image 0 of ``G.sample(n, s)``, i.e. the noise ``noise(1, z_dim, s)``, so the
+walk's endpoint frames are exactly the faces ``G.sample(1, s)`` shows. Between two endpoints the
+noise moves along a great circle (slerp), not a straight line: a straight line between two
+Gaussian vectors passes close to the origin, where the generator rarely saw noise during
+training, and the faces midway fade towards a washed-out average.
+
+    from fakefacegen import load_generator
+    from fakefacegen.interpolate import interpolate
+    frames = interpolate(load_generator(), seeds=[1, 2, 3], frames=16)   # uint8 (31, 64, 64, 3)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported lazily so that `fakefacegen --help` stays fast
+    import torch
+
+    from .generate import LoadedGenerator
+
+FORMATS = ("gif", "webp")
+
+EXAMPLES = """examples:
+  fakefacegen interpolate --seeds 1,2,3 --frames 16 --out walk/     # bundled model: walk/walk.gif + walk/grid.png
+  fakefacegen interpolate runs/00001-celeba64 --seeds 4,8,15,16 --loop --format webp --out walk/
+  fakefacegen interpolate model.safetensors --seeds 0,1 --frames 32 --truncation 0.7 --scale 4 --fps 24"""
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float | Sequence[float] | torch.Tensor, *,
+          eps: float = 1e-6) -> torch.Tensor:
+    """Spherical interpolation from ``a`` (t=0) to ``b`` (t=1) along the last dimension.
+
+    The direction moves along the great circle at constant angular speed and the norm moves
+    linearly from |a| to |b| (for equal norms this is the classic slerp of Shoemake / White 2016).
+    ``a`` and ``b`` are (..., D); ``t`` is a number or a tensor broadcast against ``a[..., :1]``,
+    so 1-D ``a``, ``b`` with ``t`` of shape (T,) give (T, D). t=0 and t=1 return ``a`` and ``b``
+    exactly. Nearly parallel or anti-parallel vectors (angle within ~``eps`` of 0 or pi) and zero
+    vectors, whose great circle is undefined, fall back to linear interpolation.
+    """
+    import torch
+
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.shape[-1:] != b.shape[-1:]:
+        raise ValueError(f"slerp: vectors of different lengths {tuple(a.shape)} and {tuple(b.shape)}")
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    # float64 inside: the angle of nearly parallel vectors is ill-conditioned in float32.
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    t64 = torch.as_tensor(t, dtype=torch.float64)[..., None]
+    na, nb = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
+    ua, ub = a64 / na.clamp_min(1e-300), b64 / nb.clamp_min(1e-300)
+    cos = (ua * ub).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    sin = torch.sin(omega)
+    degenerate = (sin < eps) | (na == 0) | (nb == 0)
+    safe_sin = torch.where(degenerate, torch.ones_like(sin), sin)
+    direction = (torch.sin((1 - t64) * omega) * ua + torch.sin(t64 * omega) * ub) / safe_sin
+    out = ((1 - t64) * na + t64 * nb) * direction
+    out = torch.where(degenerate, (1 - t64) * a64 + t64 * b64, out)
+    # Exact endpoints, so an endpoint frame is bit-identical to the seed's own sample.
+    out = torch.where(t64 == 0, a64.expand_as(out), out)
+    out = torch.where(t64 == 1, b64.expand_as(out), out)
+    return out.to(dtype)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1,2,3' -> [1, 2, 3]; a one-line ValueError naming --seeds otherwise."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        seeds = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers such as 1,2,3, got {text!r}") from None
+    if len(seeds) < 2:
+        raise ValueError(f"--seeds needs at least two seeds to walk between, got {text!r}")
+    return seeds
+
+
+def _check(seeds: Sequence[int], frames: int) -> list[int]:
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 2:
+        raise ValueError(f"seeds: need at least two seeds to walk between, got {seeds}")
+    if int(frames) < 2:
+        raise ValueError(f"frames (--frames) must be >= 2 (both endpoints of a segment), got {frames}")
+    return seeds
+
+
+def walk_latents(z_dim: int, seeds: Sequence[int], frames: int, *, truncation: float | None = None,
+                 loop: bool = False) -> torch.Tensor:
+    """Noise of the walk, (F, z_dim): ``frames`` points per segment, shared endpoints not repeated.
+
+    Segments go seed[0] -> seed[1] -> ... (and back to seed[0] with ``loop``). Without ``loop``,
+    F = segments * (frames - 1) + 1 and row k * (frames - 1) is seed k's noise; with ``loop`` the
+    closing frame (equal to the first) is left out, F = segments * (frames - 1), so the animation
+    repeats without a stutter.
+    """
+    import torch
+
+    from .generate import noise
+
+    seeds = _check(seeds, frames)
+    ends = torch.cat([noise(1, z_dim, s, truncation=truncation) for s in seeds])
+    if loop:
+        ends = torch.cat([ends, ends[:1]])
+    t = torch.linspace(0, 1, frames, dtype=torch.float64)[:-1]
+    rows = [slerp(ends[i], ends[i + 1], t) for i in range(len(ends) - 1)]
+    if not loop:
+        rows.append(ends[-1:])
+    return torch.cat(rows).to(torch.float32)
+
+
+def interpolate(G: LoadedGenerator, seeds: Sequence[int], frames: int, truncation: float | None = None, *,
+                loop: bool = False, batch_size: int = 256) -> np.ndarray:
+    """The walk's images, uint8 (F, R, R, 3); see :func:`walk_latents` for F and the frame order.
+
+    Endpoint frames equal ``G.sample(1, seed, truncation=truncation)[0]`` of each seed.
+    """
+    return G.synthesize(walk_latents(G.z_dim, seeds, frames, truncation=truncation, loop=loop), batch_size)
+
+
+def segment_rows(walk: np.ndarray, frames: int, loop: bool = False) -> np.ndarray:
+    """Walk frames (F, H, W, 3) -> (segments, frames, H, W, 3), each row with both of its endpoints."""
+    seq = np.concatenate([walk, walk[:1]]) if loop else walk
+    if (len(seq) - 1) % (frames - 1):
+        raise ValueError(f"{len(walk)} walk frames do not split into segments of {frames} frames")
+    segs = (len(seq) - 1) // (frames - 1)
+    return np.stack([seq[s * (frames - 1): s * (frames - 1) + frames] for s in range(segs)])
+
+
+def _resize(images: np.ndarray, scale: int) -> np.ndarray:
+    if scale == 1:
+        return images
+    from PIL import Image
+
+    h, w = images.shape[1:3]
+    return np.stack([np.asarray(Image.fromarray(im).resize((w * scale, h * scale), Image.Resampling.LANCZOS))
+                     for im in images])
+
+
+def save_animation(frames: np.ndarray, path: str | Path, *, fps: float = 12.0, loop: bool = True,
+                   fmt: str | None = None) -> Path:
+    """Write uint8 (F, H, W, 3) frames as an animated GIF or WebP (from ``fmt`` or the suffix)."""
+    from PIL import Image
+
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"{path}: animation format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not fps > 0:
+        raise ValueError(f"--fps must be > 0, got {fps}")
+    ims = [Image.fromarray(f) for f in frames]
+    duration = max(1, round(1000 / fps))
+    tmp = path.with_name(f".{path.name}.tmp")
+    kw = {"format": fmt.upper(), "save_all": True, "append_images": ims[1:], "duration": duration, "loop": 0}
+    if fmt == "gif":
+        # One adaptive palette per frame; disposal 1 keeps nothing stale between full-size frames.
+        kw.update(optimize=False, disposal=1)
+    else:
+        # Lossless: lossy WebP's 4:2:0 chroma blurs small faces visibly, and 64px frames stay small.
+        kw.update(lossless=True, quality=80, method=4)
+    if not loop:
+        kw.pop("loop")  # a missing loop extension/value means play once
+    ims[0].save(tmp, **kw)
+    tmp.replace(path)
+    return path
+
+
+def interpolate_to_dir(source: str | Path | None, out: str | Path, seeds: Sequence[int], *, frames: int = 16,
+                       truncation: float | None = None, loop: bool = False, fmt: str = "gif", fps: float = 12.0,
+                       scale: int = 1, device: str = "cpu", which: str = "latest") -> dict[str, Path]:
+    """Write ``out/walk.<fmt>`` (the animation) and ``out/grid.png`` (one row per segment)."""
+    from .generate import load_generator
+    from .images import make_grid, save_png
+
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if int(scale) < 1:
+        raise ValueError(f"--scale must be a positive integer, got {scale}")
+    seeds = _check(seeds, frames)
+    G = load_generator(source, device=device, which=which)
+    walk = interpolate(G, seeds, frames, truncation, loop=loop)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    anim = save_animation(_resize(walk, int(scale)), out / f"walk.{fmt}", fps=fps, fmt=fmt)
+    rows = segment_rows(walk, frames, loop)
+    grid = out / "grid.png"
+    save_png(make_grid(_resize(rows.reshape(-1, *rows.shape[2:]), int(scale)), nrow=frames), grid)
+    return {"animation": anim, "grid": grid}
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``interpolate`` subcommand to the ``fakefacegen`` parser."""
+    desc = "A latent walk between seeds (spherical interpolation) as an animated GIF/WebP and a grid PNG."
+    s = sub.add_parser("interpolate", help=desc, description=desc, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("model", nargs="?", default=None,
+                   help="run directory, checkpoint .pt or generator .safetensors (default: bundled model)")
+    s.add_argument("--seeds", required=True, help="comma-separated seeds to walk through, e.g. 1,2,3 "
+                   "(seed S is the face `generate --seed S` draws first)")
+    s.add_argument("--frames", type=int, default=16, help="frames per segment, both endpoints included (default 16)")
+    s.add_argument("--loop", action="store_true", help="walk back from the last seed to the first")
+    s.add_argument("--truncation", type=float, default=None, help="truncated-normal noise, e.g. 0.7 (default off)")
+    s.add_argument("--format", choices=FORMATS, default="gif", help="animation format (default gif)")
+    s.add_argument("--fps", type=float, default=12.0, help="animation frames per second (default 12)")
+    s.add_argument("--scale", type=int, default=1, help="upscale frames and grid by this factor (default 1)")
+    s.add_argument("--out", default="walk", help="output directory (default walk/)")
+    s.add_argument("--which", choices=("latest", "best"), default="latest", help="checkpoint of a run directory")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    s.set_defaults(func=run)
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fakefacegen interpolate``; returns the exit code."""
+    seeds = parse_seeds(args.seeds)
+    t0 = time.perf_counter()
+    files = interpolate_to_dir(args.model, args.out, seeds, frames=args.frames, truncation=args.truncation,
+                               loop=args.loop, fmt=args.format, fps=args.fps, scale=args.scale,
+                               device=args.device, which=args.which)
+    segs = len(seeds) - (0 if args.loop else 1)
+    print(f"wrote {files['animation']} and {files['grid']} ({segs} segments x {args.frames} frames) "
+          f"in {time.perf_counter() - t0:.1f}s")
+    return 0
