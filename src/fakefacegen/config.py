@@ -239,6 +239,11 @@ def _coerce(t: Any, v: Any, key: str) -> Any:
     elif t is float:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
+        if isinstance(v, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(v)
+            except ValueError:
+                pass
     elif t is str:
         if v is None:
             return ""
