@@ -118,7 +118,7 @@ def preprocess(batch: np.ndarray, resize: str = "pytorch-fid", device: str | tor
 
 def _iter_batches(images: Any, chunk: int) -> Iterator[np.ndarray]:
     """Yield uint8 batches of at most ``chunk`` images from an array or an iterable of batches."""
-    if isinstance(images, (np.ndarray, torch.Tensor)):
+    if isinstance(images, (np.ndarray, torch.Tensor)) or hasattr(images, "shape"):  # arrays, lazy row views
         for i in range(0, len(images), chunk):
             yield np.array(images[i:i + chunk])  # reads a memmap slice by slice, into writable memory
         return

