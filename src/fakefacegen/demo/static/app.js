@@ -1,0 +1,337 @@
+// FakeFaceGen demo page. No libraries: everything here is served by the package, so it works offline.
+//
+// The page state (seed, number of faces, truncation) lives in the URL, so a link reproduces the
+// grid. The grid is fetched as ONE PNG (/api/grid.png: one batched forward pass on the server,
+// far cheaper than one request per face) and cut into per-face canvases, which are the click targets.
+"use strict";
+
+(() => {
+  const PAD = 2;               // the grid PNG's padding, in pixels (the server's default)
+  const SEED_MAX = 4294967295;
+  const GRID_SIZES = [4, 9, 16, 25, 36, 49, 64];
+  const $ = (id) => document.getElementById(id);
+
+  const state = { seed: 0, n: 16, trunc: null, picks: [], info: null };
+  let token = 0;               // the newest grid request; older ones that finish late are ignored
+  let requested = null;        // the key of the newest grid request
+  let walkToken = 0;
+  let debounce = null;
+  let notice = "";             // a problem with the link itself: shown until the user changes something
+
+  // Exposed for tests and for measuring: when the grid was last drawn, and what it showed.
+  window.fakefacegen = { gridReadyMs: null, grids: 0, walks: 0, key: null };
+
+  // ---------------------------------------------------------------- URL <-> state
+  function parseState() {
+    const q = new URLSearchParams(location.search);
+    const errs = [];
+    const s = q.get("seed");
+    if (s !== null && /^\d{1,10}$/.test(s) && Number(s) <= SEED_MAX) state.seed = Number(s);
+    else {
+      if (s !== null) errs.push(`seed in the link must be an integer 0..${SEED_MAX}, got "${s}"`);
+      state.seed = randomSeed();
+    }
+    const n = Number(q.get("n") || 16);
+    state.n = GRID_SIZES.includes(n) ? n : 16;
+    if (q.has("n") && !GRID_SIZES.includes(n)) errs.push(`n in the link must be one of ${GRID_SIZES.join(", ")}`);
+    const t = q.get("truncation");
+    state.trunc = null;
+    if (t !== null && t !== "" && t !== "off") {
+      const v = Number(t);
+      if (Number.isFinite(v) && v >= 0.3 && v <= 1.0) state.trunc = v;
+      else errs.push(`truncation in the link must be 0.3..1.0 or off, got "${t}"`);
+    }
+    return errs;
+  }
+
+  function query(obj) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(obj)) if (v !== null && v !== undefined) q.set(k, String(v));
+    return q.toString();
+  }
+
+  function pageQuery() {
+    return query({ seed: state.seed, n: state.n === 16 ? null : state.n,
+                   truncation: state.trunc === null ? null : state.trunc.toFixed(2) });
+  }
+
+  function syncUrl(push) {
+    const url = `${location.pathname}?${pageQuery()}`;
+    if (url !== location.pathname + location.search) history[push ? "pushState" : "replaceState"](null, "", url);
+  }
+
+  function randomSeed() {
+    const a = new Uint32Array(1);
+    crypto.getRandomValues(a);
+    return a[0];
+  }
+
+  const truncParam = () => (state.trunc === null ? null : state.trunc.toFixed(2));
+  const faceUrl = (p) => `/api/face.png?${query({ seed: p.seed, index: p.index, truncation: truncParam() })}`;
+
+  // ---------------------------------------------------------------- errors
+  function showError(msg) {
+    const e = $("error");
+    e.textContent = msg;
+    e.hidden = !msg;
+  }
+
+  async function explain(url) {
+    // An <img> that failed to load says nothing about why; ask the server for its JSON error.
+    try {
+      const r = await fetch(url);
+      const j = await r.json();
+      return j.error || `HTTP ${r.status}`;
+    } catch (err) {
+      return `the demo server does not answer (${err.message}); is fakefacegen demo still running?`;
+    }
+  }
+
+  // ---------------------------------------------------------------- controls
+  function syncControls() {
+    $("seed").value = state.seed;
+    $("n").value = String(state.n);
+    $("trunc-on").checked = state.trunc !== null;
+    if (state.trunc !== null) $("truncation").value = String(state.trunc);
+    $("truncation").classList.toggle("off", state.trunc === null);
+    $("trunc-value").textContent = state.trunc === null ? "off" : state.trunc.toFixed(2);
+  }
+
+  function setTruncationFromSlider() {
+    state.trunc = Number($("truncation").value);
+    syncControls();
+  }
+
+  // ---------------------------------------------------------------- model facts
+  function fmtCount(x) {
+    if (x === null || x === undefined) return null;
+    if (x >= 1e6) return `${(x / 1e6).toFixed(x >= 1e7 ? 0 : 1)}M`;
+    if (x >= 1e3) return `${(x / 1e3).toFixed(x >= 1e4 ? 0 : 1)}k`;
+    return String(x);
+  }
+
+  async function loadModel() {
+    try {
+      const r = await fetch("/api/model");
+      const m = await r.json();
+      if (!r.ok) throw new Error(m.error || `HTTP ${r.status}`);
+      state.info = m;
+      const facts = [`${m.resolution}×${m.resolution} px`];
+      const seen = fmtCount(m.images_seen);
+      facts.push(seen ? `${seen} images seen` : "images seen: not recorded");
+      if (m.fid !== null && m.fid !== undefined) {
+        let fid = `FID ${Number(m.fid).toFixed(1)}`;
+        const extra = [m.fid_n ? `${fmtCount(m.fid_n)} faces` : null, m.fid_source ? `from ${m.fid_source}` : null]
+          .filter(Boolean);
+        if (extra.length) fid += ` (${extra.join(", ")})`;
+        facts.push(fid);
+      } else facts.push("FID: not recorded");
+      const el = $("model");
+      const name = document.createElement("b");
+      name.textContent = m.name + (m.bundled ? " (bundled)" : "");
+      el.replaceChildren(name, " · " + facts.join(" · "));
+      el.title = m.source;
+    } catch (err) {
+      $("model").textContent = `model facts unavailable: ${err.message}`;
+    }
+  }
+
+  // ---------------------------------------------------------------- the grid
+  function gridUrl() {
+    return `/api/grid.png?${query({ seed: state.seed, n: state.n, truncation: truncParam() })}`;
+  }
+
+  function renderGrid() {
+    const my = ++token;
+    const url = gridUrl();
+    const key = `${state.seed}|${state.n}|${truncParam()}`;
+    requested = key;
+    const grid = $("grid");
+    grid.setAttribute("aria-busy", "true");
+    $("status").textContent = "rendering…";
+    $("download-grid").href = url;
+    $("download-grid").download = `faces-seed${state.seed}.png`;
+    const img = new Image();
+    img.onload = () => {
+      if (my !== token) return;
+      drawCells(img, key);
+      showError(notice);
+      grid.setAttribute("aria-busy", "false");
+      $("status").textContent = "";
+      window.fakefacegen.gridReadyMs = performance.now();
+      window.fakefacegen.grids += 1;
+      window.fakefacegen.key = key;
+      document.body.dataset.grid = key;
+    };
+    img.onerror = async () => {
+      if (my !== token) return;
+      grid.setAttribute("aria-busy", "false");
+      $("status").textContent = "";
+      showError(await explain(url));
+    };
+    img.src = url;
+  }
+
+  function drawCells(img, key) {
+    const n = state.n;
+    const cols = Math.max(1, Math.ceil(Math.sqrt(n)));
+    const R = Math.round((img.naturalWidth - PAD) / cols - PAD);
+    const grid = $("grid");
+    const cell = Math.max(48, Math.min(128, Math.floor(560 / cols)));
+    grid.style.setProperty("--cols", cols);
+    grid.style.setProperty("--cell", `${cell}px`);
+    const frag = document.createDocumentFragment();
+    for (let i = 0; i < n; i++) {
+      const r = Math.floor(i / cols), c = i % cols;
+      const wrap = document.createElement("div");
+      wrap.className = "cell";
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "face";
+      b.dataset.index = String(i);
+      b.setAttribute("aria-label", `face ${i} of seed ${state.seed}: pick for the interpolation`);
+      const cv = document.createElement("canvas");
+      cv.width = R;
+      cv.height = R;
+      cv.getContext("2d").drawImage(img, PAD + c * (R + PAD), PAD + r * (R + PAD), R, R, 0, 0, R, R);
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      b.append(cv, badge);
+      b.addEventListener("click", () => pick({ seed: state.seed, index: i }));
+      const dl = document.createElement("a");
+      dl.className = "dl";
+      dl.textContent = "↓";
+      dl.title = `download face ${i} of seed ${state.seed} as PNG`;
+      dl.href = faceUrl({ seed: state.seed, index: i });
+      dl.download = `seed${state.seed}-${String(i).padStart(5, "0")}.png`;
+      wrap.append(b, dl);
+      frag.append(wrap);
+    }
+    grid.replaceChildren(frag);
+    grid.dataset.key = key;
+    markPicks();
+  }
+
+  // ---------------------------------------------------------------- picking two faces and the walk
+  function pick(p) {
+    if (state.picks.length >= 2) state.picks = [];
+    state.picks.push(p);
+    markPicks();
+    renderWalk();
+  }
+
+  function markPicks() {
+    for (const b of document.querySelectorAll("#grid .face")) {
+      const i = Number(b.dataset.index);
+      const k = state.picks.findIndex((p) => p.seed === state.seed && p.index === i);
+      b.classList.toggle("picked", k >= 0);
+      b.querySelector(".badge").textContent = k === 0 ? "A" : k === 1 ? "B" : "";
+    }
+    ["a", "b"].forEach((name, k) => {
+      const p = state.picks[k];
+      const im = $(`end-${name}`);
+      if (p) im.src = faceUrl(p);
+      else im.removeAttribute("src");
+      $(`${name}-label`).textContent = p ? `seed ${p.seed}, face ${p.index}` : "—";
+    });
+  }
+
+  function renderWalk() {
+    const my = ++walkToken;
+    const [a, b] = state.picks;
+    if (!b) {
+      $("walk").hidden = true;
+      $("walk-hint").textContent = a ? "Now pick face B." : "Pick face A, then face B.";
+      return;
+    }
+    const common = { a: `${a.seed}:${a.index}`, b: `${b.seed}:${b.index}`, truncation: truncParam() };
+    const strip = `/api/walk.png?${query({ ...common, frames: 8 })}`;
+    const anim = `/api/walk.gif?${query({ ...common, frames: 24, fps: 12 })}`;
+    $("walk-hint").textContent = "rendering the walk…";
+    let left = 2;
+    const done = () => {
+      if (my !== walkToken || --left) return;
+      $("walk").hidden = false;
+      $("walk-hint").textContent = "From A to B along a great circle of the noise space.";
+      window.fakefacegen.walks += 1;
+      document.body.dataset.walk = `${common.a}|${common.b}|${common.truncation}`;
+    };
+    const fail = async (url) => {
+      if (my !== walkToken) return;
+      $("walk-hint").textContent = "";
+      showError(await explain(url));
+    };
+    const si = $("walk-strip"), ai = $("walk-anim");
+    si.onload = done;
+    ai.onload = done;
+    si.onerror = () => fail(strip);
+    ai.onerror = () => fail(anim);
+    si.src = strip;
+    ai.src = anim;
+    $("download-strip").href = strip;
+    $("download-strip").download = `walk-${a.seed}-${a.index}-${b.seed}-${b.index}.png`;
+    $("download-anim").href = anim;
+    $("download-anim").download = `walk-${a.seed}-${a.index}-${b.seed}-${b.index}.gif`;
+  }
+
+  // ---------------------------------------------------------------- wiring
+  function rerender(push) {
+    notice = "";
+    syncUrl(push);
+    syncControls();
+    renderGrid();
+    if (state.picks.length) { markPicks(); renderWalk(); }
+  }
+
+  function init() {
+    notice = parseState().join("; ");
+    syncControls();
+    showError(notice);
+    syncUrl(false);
+    loadModel();
+    renderGrid();
+
+    $("new-faces").addEventListener("click", () => {
+      state.seed = randomSeed();
+      rerender(true);
+    });
+    $("seed-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const v = $("seed").value.trim();
+      if (!/^\d{1,10}$/.test(v) || Number(v) > SEED_MAX) {
+        showError(`seed must be an integer 0..${SEED_MAX}, got "${v}"`);
+        return;
+      }
+      state.seed = Number(v);
+      rerender(true);
+    });
+    $("n").addEventListener("change", () => {
+      state.n = Number($("n").value);
+      rerender(true);
+    });
+    $("trunc-on").addEventListener("change", () => {
+      if ($("trunc-on").checked) setTruncationFromSlider();
+      else state.trunc = null;
+      rerender(false);
+    });
+    // Moving the slider turns truncation on; redraw once it rests (not on every pixel of a drag).
+    $("truncation").addEventListener("input", () => {
+      setTruncationFromSlider();
+      clearTimeout(debounce);
+      debounce = setTimeout(() => rerender(false), 150);
+    });
+    $("truncation").addEventListener("change", () => {
+      clearTimeout(debounce);
+      setTruncationFromSlider();
+      if (requested !== `${state.seed}|${state.n}|${truncParam()}`) rerender(false);
+    });
+    window.addEventListener("popstate", () => {
+      notice = parseState().join("; ");
+      syncControls();
+      renderGrid();
+    });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
