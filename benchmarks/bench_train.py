@@ -1,0 +1,327 @@
+"""Training throughput: the project's Trainer step vs a plain fp32 PyTorch DCGAN loop, same process.
+
+    python benchmarks/bench_train.py                       # 64 px, batch 128, ~4 min on a loaded 2-core box
+    python benchmarks/bench_train.py --res 64,128 --steps 2 --repeats 5
+    python benchmarks/bench_train.py --options all         # + channels_last off, bf16, compile, 1 thread, fused Adam
+
+Baseline: the reference DCGAN (kernel 5, stride 2, padding 2) written here the way pytorch/examples'
+dcgan/main.py trains it: NCHW fp32, nn.Sigmoid at D's end + nn.BCELoss, D(real) and D(fake) each
+with their own backward, D(fake) computed again for the G step (with D's weight gradients), Adam
+2e-4 (0.5, 0.999), a reused real batch (no data loading at all: flattering to the baseline).
+
+Project: the real ``fakefacegen.train.Trainer`` (preset celeba64/celeba128, model.arch=reference)
+on /work/data/celeba64 when present (else a synthetic prepared dataset), timing ``Trainer._loop``
+over ``--steps`` steps with ``stop_after``; sample grids and checkpoints are switched off (they are
+not part of a step). Both sides run interleaved, repeat by repeat, and the ratio of the medians is
+reported, so a concurrent load affects both alike.
+
+GFLOP/s counts the convolution/matmul FLOPs of one step (torch.utils.flop_counter at batch 8,
+scaled linearly to the batch) and is set against this CPU's fp32 and bf16 matmul rates measured in
+this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import dataset_for, header, interleaved, matmul_peaks, median
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import fakefacegen.train as train_mod  # noqa: E402
+from fakefacegen.config import make_config  # noqa: E402
+from fakefacegen.data import FaceDataset, to_model_input  # noqa: E402
+from fakefacegen.models import build_models  # noqa: E402
+from fakefacegen.runtime import available_cores  # noqa: E402
+
+BASE = "baseline (examples fp32)"
+SLOW = {"bf16"}  # emulated on CPUs without native bf16: timed at --slow-batch against auto at that batch
+OPTIONS = {
+    # name: (config overrides, optimizer keyword patched into train._make_optimizer, description)
+    "cl_off": (["train.channels_last='off'"], None, "channels_last off (NCHW), fp32"),
+    "bf16": (["train.precision=bf16"], None, "bf16 autocast + channels_last"),
+    "compile": (["train.compile=true"], None, "torch.compile (inductor) + fp32 + channels_last"),
+    "threads1": (["train.threads=1"], None, "1 thread, fp32 + channels_last"),
+    "adam_foreach": ([], "foreach", "auto path + Adam(foreach=True)"),
+    "adam_fused": ([], "fused", "auto path + Adam(fused=True)"),
+}
+
+
+# ---- The baseline: pytorch/examples dcgan, reference kernel layout --------------------------------
+class NetG(nn.Module):
+    def __init__(self, nz: int, ngf: int, res: int):
+        super().__init__()
+        n = int(math.log2(res)) - 2
+        ch = [ngf * 2 ** (n - 1 - i) for i in range(n)]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(nz, ch[0], 4, 1, 0, bias=False), nn.BatchNorm2d(ch[0]),
+                                   nn.ReLU(True)]
+        for a, b in zip(ch[:-1], ch[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 5, 2, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(ch[-1], 3, 5, 2, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class NetD(nn.Module):
+    def __init__(self, ndf: int, res: int):
+        super().__init__()
+        n = int(math.log2(res)) - 2
+        ch = [ndf * 2 ** i for i in range(n)]
+        layers: list[nn.Module] = [nn.Conv2d(3, ch[0], 5, 2, 2, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        for a, b in zip(ch[:-1], ch[1:]):
+            layers += [nn.Conv2d(a, b, 5, 2, 2, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, inplace=True)]
+        layers += [nn.Conv2d(ch[-1], 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+def weights_init(m: nn.Module) -> None:
+    classname = m.__class__.__name__
+    if classname.find("Conv") != -1:
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif classname.find("BatchNorm") != -1:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class Baseline:
+    """One pytorch/examples-style training step per call, on a reused real batch."""
+
+    def __init__(self, res: int, batch: int, real: torch.Tensor, nz: int = 100, width: int = 64):
+        torch.manual_seed(0)
+        self.netG, self.netD = NetG(nz, width, res), NetD(width, res)
+        self.netG.apply(weights_init)
+        self.netD.apply(weights_init)
+        self.criterion = nn.BCELoss()
+        self.optD = torch.optim.Adam(self.netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.optG = torch.optim.Adam(self.netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.real, self.nz, self.batch = real, nz, batch
+
+    def step(self) -> None:
+        real_label, fake_label = 1.0, 0.0
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        self.netD.zero_grad()
+        label = torch.full((self.batch,), real_label)
+        output = self.netD(self.real)
+        errD_real = self.criterion(output, label)
+        errD_real.backward()
+        D_x = output.mean().item()  # noqa: F841 (examples prints it)
+        noise = torch.randn(self.batch, self.nz, 1, 1)
+        fake = self.netG(noise)
+        label.fill_(fake_label)
+        output = self.netD(fake.detach())
+        errD_fake = self.criterion(output, label)
+        errD_fake.backward()
+        errD = errD_real + errD_fake  # noqa: F841
+        self.optD.step()
+        # (2) Update G network: maximize log(D(G(z)))
+        self.netG.zero_grad()
+        label.fill_(real_label)
+        output = self.netD(fake)
+        errG = self.criterion(output, label)
+        errG.backward()
+        self.optG.step()
+        _ = errD.item(), errG.item()
+
+    def run(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return (time.perf_counter() - t0) / steps
+
+
+# ---- The project's Trainer -----------------------------------------------------------------------
+@contextlib.contextmanager
+def adam_kw(kind: str | None):
+    """Patch train._make_optimizer to pass foreach=True or fused=True to Adam (same update rule)."""
+    if kind is None:
+        yield
+        return
+    orig = train_mod._make_optimizer
+
+    def patched(params, oc):
+        if oc.name == "adam":
+            return torch.optim.Adam(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay,
+                                    **{kind: True})
+        return orig(params, oc)
+
+    train_mod._make_optimizer = patched
+    try:
+        yield
+    finally:
+        train_mod._make_optimizer = orig
+
+
+def make_trainer(res: int, batch: int, data: Path, outdir: Path, name: str, overrides: list[str],
+                 adam: str | None = None) -> train_mod.Trainer:
+    preset = "celeba64" if res == 64 else "celeba128" if res == 128 else None
+    ov = [f"model.resolution={res}", "model.arch=reference", f"train.batch_size={batch}", "train.steps=1000000000",
+          "train.log_every=1000000000", "train.sample_every=1000000000", "train.ckpt_every=1000000000",
+          "eval.every=0", *overrides]
+    cfg = make_config(preset, ov, data=str(data))
+    with adam_kw(adam), contextlib.redirect_stderr(io.StringIO()):
+        tr = train_mod.Trainer(cfg, outdir=outdir, name=name, device="cpu", progress=False)
+    # Grids and checkpoints are bookkeeping around steps, not the step: switch them off.
+    tr._write_grids = lambda real=False: None
+    tr._checkpoint = lambda final: None
+    return tr
+
+
+def trainer_run(tr: train_mod.Trainer, steps: int) -> float:
+    """Seconds per step of ``steps`` real Trainer steps (its own data, flips, noise, D and G updates)."""
+    torch.set_num_threads(tr.fast.threads)  # each Trainer set the global count when built; restore its own
+    tr.stop_after = steps
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        tr._loop()
+    return (time.perf_counter() - t0) / steps
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+def flat_params(m: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().float().flatten() for p in train_mod._unwrap(m).parameters()])
+
+
+def update_rel_diff(a: nn.Module, b: nn.Module, w0: torch.Tensor) -> float:
+    """||w_a - w_b|| / ||w_a - w0||: how far two runs' generator updates differ, relative to the update."""
+    wa, wb = flat_params(a), flat_params(b)
+    return float((wa - wb).norm() / (wa - w0).norm().clamp_min(1e-30))
+
+
+def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float], tmp: Path) -> None:
+    data, what = dataset_for(res, tmp, n=max(2 * args.batch, 256))
+    print(f"\n--- {res}x{res}, batch {args.batch}, model.arch=reference; data: {what} ---")
+    ds = FaceDataset(data)
+    real = to_model_input(ds.__getitems__(list(range(args.batch))), device=torch.device("cpu"), channels_last=False)
+    cores = available_cores()
+
+    base = Baseline(res, args.batch, real)
+    project = make_trainer(res, args.batch, data, tmp, f"auto{res}", [])
+    w0 = flat_params(project.g)  # every Trainer starts from the same seed, hence the same weights
+    n_base = sum(p.numel() for p in [*base.netG.parameters(), *base.netD.parameters()])
+    n_proj = sum(p.numel() for p in [*project.g.parameters(), *project.d.parameters()])
+    assert n_base == n_proj, f"baseline has {n_base} parameters, the project's model {n_proj}: not the same model"
+    print(f"models: {n_proj:,} parameters in G+D (same in both); project path: {project.fast.describe()}")
+
+    # name -> (trainer, batch, name of the case its ratio is taken against)
+    trainers: dict[str, tuple[train_mod.Trainer, int, str]] = {"project (auto)": (project, args.batch, BASE)}
+    for opt in args.options:
+        ov, adam, desc = OPTIONS[opt]
+        if opt in SLOW:  # too slow at the full batch here: compared with auto at a small batch
+            sb = args.slow_batch
+            ref = f"auto @ batch {sb}"
+            if ref not in trainers:
+                trainers[ref] = (make_trainer(res, sb, data, tmp, f"autosmall{res}", []), sb, BASE)
+            name = f"{opt} @ batch {sb}"
+            trainers[name] = (make_trainer(res, sb, data, tmp, f"{opt}{res}", ov, adam), sb, ref)
+        else:
+            name = opt
+            trainers[name] = (make_trainer(res, args.batch, data, tmp, f"{opt}{res}", ov, adam), args.batch, BASE)
+        print(f"option {name}: {desc} -> {trainers[name][0].fast.describe()}")
+
+    # FLOPs of one step at batch 8, per image (conv/matmul FLOPs are linear in the batch).
+    small = 8
+    base8 = Baseline(res, small, real[:small].clone())
+    f_base = count_flops(base8.step) / small
+    tr8 = make_trainer(res, small, data, tmp, f"flops{res}", [])
+    f_proj = count_flops(lambda: trainer_run(tr8, 1)) / small
+    tr8.lock.release()
+    print(f"conv/matmul FLOPs per step at batch {args.batch}: baseline {f_base * args.batch / 1e9:.1f} GFLOP, "
+          f"project {f_proj * args.batch / 1e9:.1f} GFLOP (the project skips D's weight gradients in the G step)")
+
+    # Warm-up (first-call allocations, oneDNN primitive creation, torch.compile's compilation).
+    torch.set_num_threads(cores)
+    base.run(args.warmup)
+    for name, (tr, _, _) in trainers.items():
+        n = args.warmup if name != "compile" else max(args.warmup, 2)
+        t0 = time.perf_counter()
+        trainer_run(tr, n)
+        if name == "compile":
+            print(f"torch.compile: the first {n} steps, compilation included, took {time.perf_counter() - t0:.1f} s")
+
+    def base_case() -> float:
+        torch.set_num_threads(cores)
+        return base.run(args.steps)
+
+    cases = {BASE: base_case}
+    for name, (tr, _, _) in trainers.items():
+        cases[name] = (lambda tr=tr: trainer_run(tr, args.steps))
+    print(f"timing: {args.repeats} interleaved repeats of {args.steps} step(s) per case")
+    times = interleaved(cases, args.repeats, unit="s/step")
+
+    med = {name: median(ts) for name, ts in times.items()}
+    print(f"\nresult {res}x{res} (median s/step; ratio = reference time / time, per image):")
+    print(f"  {'case':<26s} {'batch':>5s} {'s/step':>8s} {'img/s':>8s} {'ratio':>7s} {'vs':<18s} {'GFLOP/s':>8s} "
+          f"{'% fp32 peak':>11s}")
+    for name, t in med.items():
+        batch, ref = (args.batch, None) if name == BASE else trainers[name][1:]
+        ips = batch / t
+        gf = (f_base if name == BASE else f_proj) * ips / 1e9
+        if ref is None:
+            rtxt, vs = "1.00x", ""
+        else:
+            ref_batch = args.batch if ref == BASE else trainers[ref][1]
+            rtxt, vs = f"{ips / (ref_batch / med[ref]):.2f}x", ("baseline" if ref == BASE else ref)
+        print(f"  {name:<26s} {batch:5d} {t:8.2f} {ips:8.1f} {rtxt:>7s} {vs:<18s} {gf:8.1f} "
+              f"{100 * gf / peaks['fp32']:10.0f}%")
+    print(f"  (matmul rates measured in this process: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s)")
+    print(f"HEADLINE {res}px batch {args.batch}: project step {args.batch / med['project (auto)']:.1f} img/s, "
+          f"baseline {args.batch / med[BASE]:.1f} img/s, ratio {med[BASE] / med['project (auto)']:.2f}x")
+
+    # Same maths? Trainers of the same batch ran the same steps from the same seed and batches.
+    for name, (tr, batch, ref) in trainers.items():
+        other = project if ref == BASE else trainers[ref][0]
+        if tr is not other and tr.step == other.step and batch == trainers["project (auto)" if ref == BASE else ref][1]:
+            print(f"  G after {tr.step} steps, {name} vs {'auto' if ref == BASE else ref}: "
+                  f"||w - w_auto|| / ||w_auto - w_init|| = {update_rel_diff(tr.g, other.g, w0):.2e}")
+    for tr, _, _ in trainers.values():
+        tr.lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--res", default="64", help="comma list of resolutions, e.g. 64,128 (default 64)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per repeat (default 1)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per case first (default 1)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians reported (default 3)")
+    ap.add_argument("--options", default="",
+                    help=f"comma list of extra variants of the project's step: {', '.join(OPTIONS)}, or 'all'")
+    ap.add_argument("--slow-batch", type=int, default=16,
+                    help="batch for options too slow for the full batch here (bf16 without native bf16)")
+    ap.add_argument("--peak-n", type=int, default=1024, help="matmul size for the peak measurement")
+    args = ap.parse_args(argv)
+    args.options = list(OPTIONS) if args.options == "all" else [o for o in args.options.split(",") if o]
+    for o in args.options:
+        if o not in OPTIONS:
+            ap.error(f"--options: unknown option {o!r}; choose from {', '.join(OPTIONS)} or all")
+    header("bench_train: Trainer step vs plain fp32 pytorch/examples DCGAN loop")
+    peaks = matmul_peaks(n=args.peak_n)
+    print(f"matmul peak (median of 3): fp32 {peaks['fp32']:.1f} GFLOP/s ({peaks['n_fp32']}^3), "
+          f"bf16 {peaks['bf16']:.1f} GFLOP/s ({peaks['n_bf16']}^3)")
+    with tempfile.TemporaryDirectory(prefix="bench_train-") as tmp:
+        for res in (int(r) for r in args.res.split(",")):
+            bench_resolution(res, args, peaks, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Shared helpers for the benchmarks: machine header, interleaved timing with medians, matmul peak.
+
+The benchmarks run on machines that may be shared with other work (on the development box a long
+training job used the same two cores), so absolute seconds move with the load. Every benchmark
+therefore times a baseline and its candidates in the same process, interleaved repeat by repeat
+(A B C, C B A, A B C, ...), and reports the ratio of medians: both sides see the same load.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fakefacegen.runtime import (available_cores, choose_fast_path, cpu_capability,  # noqa: E402
+                                 cpu_has_native_bf16, cpu_name)
+
+CELEBA64 = Path("/work/data/celeba64")
+
+
+def median(xs: list[float]) -> float:
+    """Median of a non-empty list."""
+    return float(statistics.median(xs))
+
+
+def header(title: str) -> None:
+    """Print what the figures depend on: CPU model, ATen capability, threads, the chosen fast path, load."""
+    fast = choose_fast_path(torch.device("cpu"))  # sets torch's thread count to the usable cores, as train does
+    print(f"== {title} ==")
+    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}   torch {torch.__version__}")
+    print(f"cpu: {cpu_name()}   capability: {cpu_capability()}   native bf16: {cpu_has_native_bf16()}")
+    print(f"threads: torch {torch.get_num_threads()}, usable cores {available_cores()}, os.cpu_count {os.cpu_count()}")
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    if env:
+        print(f"environment: {env}")
+    print(f"chosen path (runtime.choose_fast_path): {fast.describe()}")
+    try:
+        la = os.getloadavg()
+        print(f"load average: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} (above the core count = other jobs share the CPU)")
+    except OSError:
+        pass
+    sys.stdout.flush()
+
+
+def interleaved(cases: dict[str, Callable[[], float | None]], repeats: int, *, verbose: bool = True,
+                unit: str = "s") -> dict[str, list[float]]:
+    """Run every case once per repeat, alternating the order (ABC, CBA, ...); returns seconds per case.
+
+    A case returns its own measured seconds (to leave set-up out) or None to be timed whole.
+    """
+    names = list(cases)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            got = cases[name]()
+            s = got if got is not None else time.perf_counter() - t0
+            out[name].append(s)
+            if verbose:
+                print(f"  repeat {r + 1}/{repeats} {name:<28s} {s:9.4f} {unit}", flush=True)
+    return out
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
+    """Measured square-matmul GFLOP/s for ``dtype`` on the current threads (best of ``reps``)."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b  # warm-up (oneDNN/BLAS picks its kernel)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def matmul_peaks(repeats: int = 3, n: int = 1024) -> dict[str, float]:
+    """fp32 (n^3) and bf16 matmul GFLOP/s, interleaved, median over ``repeats`` (each the best of a few).
+
+    Without native bf16 the bf16 matmul is emulated and tens of times slower, so it is measured
+    at n/2 there (the rate, not the size, is what is reported); keys 'n_fp32' and 'n_bf16' say which.
+    """
+    nb = n if cpu_has_native_bf16() else n // 2
+    res: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for r in range(repeats):
+        for name in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
+            if name == "fp32":
+                res[name].append(matmul_gflops(torch.float32, n))
+            else:
+                res[name].append(matmul_gflops(torch.bfloat16, nb, reps=3))
+    return {**{k: median(v) for k, v in res.items()}, "n_fp32": n, "n_bf16": nb}
+
+
+def make_synthetic_dataset(path: Path, n: int, size: int, seed: int = 0) -> Path:
+    """A prepared-format dataset of smooth random images (as tests/conftest.py makes), without `prepare`."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(n, 4, 4, 3)).astype(np.float32)
+    t = torch.from_numpy(base).permute(0, 3, 1, 2)
+    imgs = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    arr = imgs.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+    path.mkdir(parents=True, exist_ok=True)
+    np.save(path / "images.npy", arr)
+    manifest = {"format": "fakefacegen-dataset", "format_version": 1, "source": "synthetic", "count": n,
+                "size": size, "crop": "center", "filter": "none",
+                "content_hash": hashlib.sha256(arr.tobytes()).hexdigest(), "skipped": [], "files_seen": n}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def dataset_for(resolution: int, tmp: Path, n: int = 512) -> tuple[Path, str]:
+    """/work/data/celeba64 at 64 px when present, else a synthetic dataset of ``n`` images in ``tmp``."""
+    if resolution == 64 and (CELEBA64 / "images.npy").is_file():
+        return CELEBA64, f"{CELEBA64} (prepared CelebA)"
+    return make_synthetic_dataset(tmp / f"synthetic{resolution}", n, resolution), f"synthetic {n} images"
+
+
+def fmt_ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x"
