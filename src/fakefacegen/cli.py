@@ -223,7 +223,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 # Modules that add a subcommand through ``register(subparsers)``; the parser they return has
 # ``set_defaults(func=...)`` with a function taking the parsed args and returning an exit code.
-PLUGIN_COMMANDS: list[str] = ["fakefacegen.interpolate", "fakefacegen.export", "fakefacegen.compare"]
+PLUGIN_COMMANDS: list[str] = ["fakefacegen.interpolate", "fakefacegen.export", "fakefacegen.compare", "fakefacegen.demo"]
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate}
 
