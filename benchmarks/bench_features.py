@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fakefacegen.metrics import FeatureExtractor, fid_from_features, load_inception, preprocess
-from fakefacegen.metrics.features import available_cpus
+from fakefacegen.metrics.features import auto_threads, available_cpus
 
 
 def cpu_model() -> str:
@@ -105,8 +105,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
     print(f"threads: torch default {torch.get_num_threads()}, usable cpus {available_cpus()}")
-    print(f"chosen path: FeatureExtractor batch_size={args.batch_size}, fp32, channels_last, "
-          f"threads=min(default, usable cpus), inference_mode")
+    print(f"chosen path: FeatureExtractor batch_size={args.batch_size}, fp32, channels_last, inference_mode, "
+          f"threads=auto (free CPUs before each batch; {auto_threads()} now)")
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     (base_w, base_c), (ours_w, ours_c) = timed_pair(
@@ -117,6 +117,8 @@ def main() -> None:
           f"({args.single} images, median of {args.repeats}, interleaved)")
     print(f"batched (default path)  : {ours_ips:7.2f} images/s, {args.batched / ours_c:6.2f} images/CPU-s "
           f"({args.batched} images, median of {args.repeats}, interleaved)")
+    print(f"threads used by the batched path in its last batch: {ours.last_threads}; "
+          f"batch-1 loop: torch default {torch.get_num_threads()}")
     print(f"ratio batched / batch-1 : {ours_ips / base_ips:.2f}x wall, "
           f"{(args.batched / ours_c) / (args.single / base_c):.2f}x per CPU-second")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

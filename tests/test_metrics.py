@@ -33,6 +33,7 @@ from fakefacegen.metrics import (
     preprocess,
     write_metrics_json,
 )
+from fakefacegen.metrics import features as features_mod
 from fakefacegen.metrics import inception as inception_mod
 from fakefacegen.metrics import kid as kid_mod
 from fakefacegen.metrics.features import available_cpus
@@ -305,11 +306,21 @@ def test_logits_only_when_the_network_has_them():
     assert feats.shape == (4, 48) and logits.shape == (4, 7)
 
 
-def test_thread_count_is_restored_and_bounded():
+def test_thread_count_is_restored_and_bounded(monkeypatch):
     before = torch.get_num_threads()
     extract_features(random_images(2), model=TinyNet())
     assert torch.get_num_threads() == before
-    assert 1 <= available_cpus()
+    cpus = available_cpus()
+    assert cpus >= 1
+    # Busy machine: one thread (barrier stalls make more threads slower); idle: all usable CPUs.
+    monkeypatch.setattr(features_mod, "runnable_elsewhere", lambda: 10)
+    assert features_mod.auto_threads(cap=8) == 1
+    monkeypatch.setattr(features_mod, "runnable_elsewhere", lambda: 0)
+    assert features_mod.auto_threads(cap=64) == cpus
+    assert features_mod.auto_threads(cap=1) == 1
+    ex = FeatureExtractor(TinyNet())
+    ex(random_images(2))
+    assert ex.last_threads == min(before, cpus)
 
 
 # --------------------------------------------------------------------------- weights

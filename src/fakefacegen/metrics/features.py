@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -58,19 +60,45 @@ def available_cpus() -> int:
     return max(1, n)
 
 
+def runnable_elsewhere(samples: int = 3, interval: float = 0.01) -> int:
+    """Threads runnable right now besides the caller (median of /proc/loadavg samples; 0 if unknown)."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)  # minus the reading thread
+        except (OSError, ValueError, IndexError):
+            return 0
+        if i + 1 < samples:
+            time.sleep(interval)
+    return max(0, int(statistics.median(counts)))
+
+
+def auto_threads(cap: int | None = None) -> int:
+    """Intra-op threads for the next batch: the CPUs that are free now, at least 1.
+
+    An OpenMP convolution waits at every barrier for its slowest thread; when other processes keep
+    the CPUs busy, a descheduled thread stalls the rest. Measured on a shared 2-core Zen3 under a load
+    of ~11: 1 thread took 23 s wall / 1.1 CPU-s for 4 images, 2 threads 77 s / 5.4 CPU-s. So use only
+    the CPUs nobody else is using, and never more than ``cap`` (default: torch's current setting) or
+    the CPUs we may use.
+    """
+    cpus = min(cap or torch.get_num_threads(), available_cpus())
+    return max(1, min(cpus, available_cpus() - runnable_elsewhere()))
+
+
 @contextlib.contextmanager
-def _compute_settings(threads: int | None, device: torch.device) -> Iterator[None]:
+def _compute_settings(threads: int | None, device: torch.device) -> Iterator[int]:
     """Set intra-op threads and exact fp32 convolutions for the duration of an extraction."""
     old_threads = torch.get_num_threads()
     if threads is None:
-        # torch counts the host's cores; more threads than CPUs we may use only oversubscribes.
-        threads = min(old_threads, available_cpus())
+        threads = auto_threads(old_threads) if device.type == "cpu" else old_threads
     torch.set_num_threads(threads)
     old_tf32 = torch.backends.cudnn.allow_tf32
     if device.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False  # TF32 convs change FID; fp32 means fp32
     try:
-        yield
+        yield threads
     finally:
         torch.set_num_threads(old_threads)
         torch.backends.cudnn.allow_tf32 = old_tf32
@@ -141,7 +169,8 @@ class FeatureExtractor:
             autocast and are recorded in the protocol. Use them only after checking that FID stays
             within 0.5% of fp32 on your hardware (``benchmarks/bench_features.py --check-precision``).
         channels_last: feed NHWC-strided tensors (faster oneDNN convolutions on CPU).
-        threads: intra-op threads during extraction; ``None`` = min(torch's count, usable CPUs).
+        threads: intra-op threads during extraction; ``None`` = on CPU, the CPUs free before each
+            batch (see :func:`auto_threads`), capped by torch's setting; restored afterwards.
     """
 
     def __init__(self, model: torch.nn.Module | None = None, *, inception: str | None = None,
@@ -160,6 +189,7 @@ class FeatureExtractor:
         self.precision = precision
         self.channels_last = channels_last
         self.threads = threads
+        self.last_threads: int | None = None
         self.weights_hash = model_fingerprint(self.model)
 
     @property
@@ -201,7 +231,13 @@ class FeatureExtractor:
         pending: list[torch.Tensor] = []
         n_pending = 0
 
+        auto = self.threads is None and self.device.type == "cpu"
+        cap = torch.get_num_threads()  # the caller's setting bounds the per-batch choice
+
         def flush(x: torch.Tensor) -> None:
+            if auto:  # re-decided per batch: other jobs on a shared machine come and go
+                self.last_threads = auto_threads(cap)
+                torch.set_num_threads(self.last_threads)
             f, lg = self._forward(x)
             feats.append(f.cpu().numpy().astype(np.float64))
             if lg is not None:
@@ -211,7 +247,8 @@ class FeatureExtractor:
 
         self.model.eval()
         try:
-            with _compute_settings(self.threads, self.device), torch.inference_mode():
+            with _compute_settings(self.threads, self.device) as used, torch.inference_mode():
+                self.last_threads = used
                 for batch in _iter_batches(images, self.batch_size):
                     if len(batch) == 0:
                         continue
