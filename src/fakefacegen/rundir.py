@@ -81,15 +81,32 @@ class RunLock:
 
 
 def write_status(run_dir: str | Path, status: str, **info: Any) -> None:
-    """``run.json``: running | complete | interrupted | failed, with the step and a message."""
+    """``run.json``: running | complete | interrupted | failed, with the step and a message.
+
+    Replaced atomically (temp file + rename), so a kill never leaves a torn run.json."""
     path = Path(run_dir) / "run.json"
     data = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
     tmp = path.with_name(".run.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_status_safely(run_dir: str | Path, status: str, **info: Any) -> bool:
+    """``write_status`` for error paths: a failure to write (e.g. a full disk) must not hide the
+    error being reported, so it is swallowed; returns whether run.json was written."""
+    try:
+        write_status(run_dir, status, **info)
+        return True
+    except OSError:
+        return False
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """The content of ``run.json`` ({} when missing or unreadable)."""
     try:
         return json.loads((Path(run_dir) / "run.json").read_text())
     except (OSError, ValueError):
