@@ -152,6 +152,10 @@ def generate_images(source: str | Path | None, out: str | Path, *, n: int = 64, 
     """Write ``n`` faces as ``out/seedS-IIIII.png`` and/or ``out/grid.png``; returns the files written."""
     if n <= 0:
         raise ValueError(f"--n must be > 0, got {n}")
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {batch_size}")
+    if truncation is not None and not truncation > 0:  # before anything is loaded or written
+        raise ValueError(f"--truncation must be > 0, got {truncation}")
     G = load_generator(source, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

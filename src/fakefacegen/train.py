@@ -24,7 +24,7 @@ from . import __version__
 from . import distributed as dist
 from .augment import diff_augment
 from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
-                         prune_checkpoints, save_checkpoint, save_generator)
+                         load_generator_file, prune_checkpoints, save_checkpoint, save_generator)
 from .config import Config
 from .data import FaceDataset, StepBatchSampler, step_generator, to_model_input
 from .images import save_grid, to_uint8
@@ -32,7 +32,7 @@ from .losses import d_loss, g_loss, r1_penalty
 from .models import Discriminator, Generator, build_models, recalibrate_batchnorm
 from .plots import plot_run
 from .runtime import choose_fast_path, select_device
-from .rundir import RunLock, new_run_dir, write_status
+from .rundir import RunLock, new_run_dir, write_status, write_status_safely
 
 # Independent random streams (see data.step_generator).
 STREAM_NOISE, STREAM_FLIP, STREAM_AUG = 11, 12, 13
@@ -137,7 +137,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.rollbacks = 0
         if state is not None:
-            self._load_state(state, g, d)
+            self._load_state(state, g, d, source=ck)
         if t.compile:
             g, d = torch.compile(g), torch.compile(d)
         self.g, self.d = dist.wrap(g, self.device), dist.wrap(d, self.device)
@@ -172,15 +172,21 @@ class Trainer:
         if not (run_dir / "config.json").is_file():
             raise CheckpointError(f"{run_dir}: not a run directory (no config.json)")
         # Newest first; an unreadable one (should not happen: writes are atomic) is reported and skipped.
-        for ck in reversed(list_checkpoints(run_dir)):
+        ckpts = list_checkpoints(run_dir)
+        errors = []
+        for ck in reversed(ckpts):
             try:
                 load_checkpoint(ck)
                 return ck
             except CheckpointError as e:
+                errors.append(e)
                 print(f"warning: skipping {e}", file=sys.stderr)
+        if ckpts:  # starting over would silently throw the run away
+            raise CheckpointError(f"{run_dir}: none of its {len(ckpts)} checkpoint(s) can be used; refusing to "
+                                  f"start over (newest: {errors[0]})")
         return None
 
-    def _load_state(self, state: dict[str, Any], g: nn.Module, d: nn.Module) -> None:
+    def _load_state(self, state: dict[str, Any], g: nn.Module, d: nn.Module, source: Any = "checkpoint") -> None:
         try:
             g.load_state_dict(state["G"])
             d.load_state_dict(state["D"])
@@ -189,7 +195,8 @@ class Trainer:
             self.opt_g.load_state_dict(state["opt_G"])
             self.opt_d.load_state_dict(state["opt_D"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"checkpoint does not fit this model ({str(e).splitlines()[0][:200]})") from None
+            raise CheckpointError(f"{source}: checkpoint does not fit this model "
+                                  f"({str(e).splitlines()[0][:200]})") from None
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
@@ -242,9 +249,14 @@ class Trainer:
             if self.is_main:
                 write_status(self.run_dir, "interrupted", step=self.step, message=str(e))
             raise
-        except DivergenceError as e:
+        except KeyboardInterrupt:  # second Ctrl-C: no checkpoint for this step
             if self.is_main:
-                write_status(self.run_dir, "failed", step=self.step, message=str(e))
+                write_status_safely(self.run_dir, "interrupted", step=self.step, message="aborted by a second Ctrl-C")
+            raise
+        except Exception as e:  # divergence, full disk, ...: never leave "running" or "complete" behind
+            if self.is_main:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                write_status_safely(self.run_dir, "failed", step=self.step, message=msg)
             raise
         finally:
             for s, h in old.items():
@@ -327,9 +339,14 @@ class Trainer:
             ld, lg, stop_flag = dist.agree([float(loss_d.detach()), float(loss_g.detach()), float(self._stop_signal is not None)])
             if stop_flag and self._stop_signal is None:
                 self._stop_signal = signal.SIGTERM
-            if not (math.isfinite(ld) and math.isfinite(lg)):
-                bad = "discriminator (loss_d)" if not math.isfinite(ld) else "generator (loss_g)"
-                self._diverged(f"step {step + 1}: the {bad} loss is {ld if bad[0] == 'd' else lg}")
+            bad_w = self._nonfinite_weights()
+            if bad_w or not (math.isfinite(ld) and math.isfinite(lg)):
+                if bad_w:
+                    what = f"step {step + 1}: {bad_w} (loss_d {ld}, loss_g {lg})"
+                else:
+                    bad = "discriminator (loss_d)" if not math.isfinite(ld) else "generator (loss_g)"
+                    what = f"step {step + 1}: the {bad} loss is {ld if bad[0] == 'd' else lg}"
+                self._diverged(what)
                 continue
             if self.g_ema is not None:
                 update_ema(self.g_ema, _unwrap(self.g), t.ema if step >= t.ema_start else 0.0)
@@ -385,11 +402,27 @@ class Trainer:
         if bar:
             bar.close()
         if self.is_main:
+            if self._exported_step() != self.step:  # killed between the last checkpoint and the export
+                self._export_generator()
             plot_run(self.run_dir)
             write_status(self.run_dir, "complete", step=self.step, images_seen=self.images_seen,
                          elapsed_s=round(self.elapsed, 1))
 
     # ------------------------------------------------------------------------------------------
+    def _nonfinite_weights(self) -> str | None:
+        """'the discriminator weight X is NaN/Inf' (D first: it is updated first in a step), or None.
+
+        One device sync per network: the per-parameter flags are reduced on the device."""
+        found = []
+        for label, m in (("discriminator", self.d), ("generator", self.g)):
+            params = list(_unwrap(m).named_parameters())
+            ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
+            if not bool(ok.all()):
+                found.append(f"{label} weight {params[int((~ok).nonzero()[0])][0]}")
+        if not found:
+            return None
+        return f"the {found[0]} is NaN/Inf" + (f" (and the {found[1]})" if len(found) > 1 else "")
+
     def _diverged(self, what: str) -> None:
         ck = latest_checkpoint(self.run_dir)
         if self.cfg.train.on_nan == "rollback" and ck is not None and self.rollbacks < 3:
@@ -399,7 +432,7 @@ class Trainer:
                       f"(rollback {self.rollbacks} of 3)", file=sys.stderr)
             state = load_checkpoint(ck, map_location=self.device)
             rollbacks = self.rollbacks
-            self._load_state(state, _unwrap(self.g), _unwrap(self.d))
+            self._load_state(state, _unwrap(self.g), _unwrap(self.d), source=ck)
             self.rollbacks = rollbacks
             return
         raise DivergenceError(f"training diverged: {what}; no checkpoint was overwritten"
@@ -416,12 +449,21 @@ class Trainer:
         save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, self.step))
         prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         if final:
-            g = self.sampling_generator()
-            save_generator(g.state_dict(), json.loads(json.dumps(self.cfg.to_dict()["model"])),
-                           self.run_dir / "generator.safetensors",
-                           meta={"images_seen": self.images_seen, "step": self.step, "ema": self.g_ema is not None})
+            self._export_generator()
         write_status(self.run_dir, "running" if not final else "complete", step=self.step)
         dist.barrier()
+
+    def _export_generator(self) -> None:
+        g = self.sampling_generator()
+        save_generator(g.state_dict(), json.loads(json.dumps(self.cfg.to_dict()["model"])),
+                       self.run_dir / "generator.safetensors",
+                       meta={"images_seen": self.images_seen, "step": self.step, "ema": self.g_ema is not None})
+
+    def _exported_step(self) -> int | None:
+        try:
+            return load_generator_file(self.run_dir / "generator.safetensors")[2].get("step")
+        except CheckpointError:
+            return None
 
     def _write_grids(self, real: bool = False) -> None:
         if real:
