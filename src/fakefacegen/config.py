@@ -191,7 +191,11 @@ class Config:
         return _build(cls, d, "").validate()
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write as JSON atomically (a killed writer never leaves a half config behind)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
