@@ -157,12 +157,15 @@ def cmd_train(a: argparse.Namespace) -> int:
     try:
         run = trainer.run()
     except TrainingInterrupted as e:
-        print(f"{e}; checkpoint written. Resume with: fakefacegen train --resume {trainer.run_dir}", file=sys.stderr)
+        if trainer.is_main:
+            print(f"{e}; checkpoint written. Resume with: fakefacegen train --resume {trainer.run_dir}",
+                  file=sys.stderr)
         return 128 + e.signum
     except DivergenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    print(f"done: {run} (step {trainer.step}, {trainer.images_seen} images seen)")
+    if trainer.is_main:
+        print(f"done: {run} (step {trainer.step}, {trainer.images_seen} images seen)")
     return 0
 
 

@@ -124,12 +124,13 @@ class Trainer:
         # ---- Models, EMA, optimisers -------------------------------------------------------------
         torch.manual_seed(t.seed)  # weight init is the same in every process
         g, d = build_models(cfg.model)
-        if self.world > 1 and t.sync_bn:
-            g = nn.SyncBatchNorm.convert_sync_batchnorm(g)
-            d = nn.SyncBatchNorm.convert_sync_batchnorm(d)
         mf = torch.channels_last if self.fast.channels_last else torch.contiguous_format
         g, d = g.to(self.device, memory_format=mf), d.to(self.device, memory_format=mf)
+        # The EMA copy is used by rank 0 alone (grids, metrics, export), so it keeps plain BatchNorm:
+        # its BN re-estimation there must not wait for the other processes.
         self.g_ema = copy.deepcopy(g).eval().requires_grad_(False) if t.ema > 0 else None
+        if self.world > 1 and t.sync_bn:  # nn.SyncBatchNorm on CUDA; it refuses CPU tensors, hence the helper
+            g, d = dist.sync_batchnorm(g, self.device), dist.sync_batchnorm(d, self.device)
         self.opt_g = _make_optimizer(g.parameters(), cfg.g_opt)
         self.opt_d = _make_optimizer(d.parameters(), cfg.d_opt)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.fast.grad_scaler)
@@ -165,6 +166,7 @@ class Trainer:
             self.evaluator = TrainingEvaluator(cfg.data, n=cfg.eval.n, metric=cfg.eval.metric,
                                                inception=cfg.eval.inception or None, device=str(self.device))
         self._stop_signal: int | None = None
+        self._stop_time = 0.0
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
@@ -233,9 +235,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
     def _handle_signal(self, signum, frame) -> None:  # noqa: ARG002
+        now = time.monotonic()
         if self._stop_signal is not None:  # second Ctrl-C: stop now
+            # ...unless it is torchrun passing on the Ctrl-C this process got from the terminal too.
+            if dist.launched_by_torchrun() and now - self._stop_time < 3.0:
+                return
             raise KeyboardInterrupt
-        self._stop_signal = signum
+        self._stop_signal, self._stop_time = signum, now
         if self.is_main:
             print(f"\n{signal.Signals(signum).name} received: finishing this step and writing a checkpoint "
                   f"(press Ctrl-C again to abort without one)", file=sys.stderr)
@@ -248,6 +254,7 @@ class Trainer:
         except TrainingInterrupted as e:
             if self.is_main:
                 write_status(self.run_dir, "interrupted", step=self.step, message=str(e))
+            dist.barrier()  # all raise at the same step; torchrun kills the rest once one exits: not before this write
             raise
         except KeyboardInterrupt:  # second Ctrl-C: no checkpoint for this step
             if self.is_main:
@@ -257,6 +264,8 @@ class Trainer:
             if self.is_main:
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 write_status_safely(self.run_dir, "failed", step=self.step, message=msg)
+            if isinstance(e, DivergenceError):  # raised by every process at the same step (agreed losses)
+                dist.barrier()
             raise
         finally:
             for s, h in old.items():
@@ -300,7 +309,8 @@ class Trainer:
             aug_gen = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
 
             def aug(x: torch.Tensor) -> torch.Tensor:
-                return diff_augment(x, t.augment, aug_gen) if t.augment else x
+                # Draws for the global batch, sliced to this process's rows (as flips and noise).
+                return diff_augment(x, t.augment, aug_gen, rows=(lo, t.batch_size)) if t.augment else x
 
             # ---- (1) Update D: maximise log D(x) + log(1 - D(G(z))) (or the hinge/LS objective) --
             self.opt_d.zero_grad(set_to_none=True)
@@ -336,7 +346,12 @@ class Trainer:
             # ---- Divergence check: at once, before anything is saved -------------------------------
             # Under torchrun the losses and the stop flag are agreed on by all processes, so they
             # all take the same branch (log, stop, roll back) at the same step.
-            ld, lg, stop_flag = dist.agree([float(loss_d.detach()), float(loss_g.detach()), float(self._stop_signal is not None)])
+            # d_real/d_fake/r1 too, so the log describes the global batch, not rank 0's share of it.
+            ld, lg, dx, dgz, r1v, stop_flag = dist.agree([
+                float(loss_d.detach()), float(loss_g.detach()),
+                float(torch.sigmoid(logits_real.detach().float()).mean()),
+                float(torch.sigmoid(logits_fake.detach().float()).mean()), float(r1.detach()),
+                float(self._stop_signal is not None)])
             if stop_flag and self._stop_signal is None:
                 self._stop_signal = signal.SIGTERM
             bad_w = self._nonfinite_weights()
@@ -352,14 +367,15 @@ class Trainer:
                 update_ema(self.g_ema, _unwrap(self.g), t.ema if step >= t.ema_start else 0.0)
 
             self.step += 1
+            dist.debug_dump(self, self.step)  # only with FAKEFACEGEN_DEBUG_DUMP_DIR set
             self.images_seen += t.batch_size
             steps_this_process += 1
             self.elapsed += time.perf_counter() - t0
             acc["loss_d"] += ld
             acc["loss_g"] += lg
-            acc["d_real"] += float(torch.sigmoid(logits_real.detach().float()).mean())
-            acc["d_fake"] += float(torch.sigmoid(logits_fake.detach().float()).mean())
-            acc["r1"] += float(r1.detach())
+            acc["d_real"] += dx
+            acc["d_fake"] += dgz
+            acc["r1"] += r1v
             acc["n"] += 1
             tick_images += t.batch_size
 
@@ -386,8 +402,9 @@ class Trainer:
                 plot_run(self.run_dir)
             if self.evaluator is not None and (self.step % cfg.eval.every == 0 or last):
                 self._evaluate(log_path)
-            stop = self._stop_signal is not None or (self.stop_after is not None
-                                                     and steps_this_process >= self.stop_after)
+            # The agreed flag, not self._stop_signal: a signal landing after this step's agree() is
+            # seen by this process alone and must wait for the next step's, or the processes part ways.
+            stop = bool(stop_flag) or (self.stop_after is not None and steps_this_process >= self.stop_after)
             if self.step % t.ckpt_every == 0 or last or stop:
                 self._checkpoint(final=last)
             if bar:
@@ -395,7 +412,7 @@ class Trainer:
             if stop and not last:
                 if bar:
                     bar.close()
-                if self._stop_signal is not None:
+                if stop_flag:
                     raise TrainingInterrupted(self._stop_signal, f"stopped at step {self.step} by "
                                               f"{signal.Signals(self._stop_signal).name}")
                 return
