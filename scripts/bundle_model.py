@@ -1,0 +1,52 @@
+"""Package a run's generator as the bundled model: EMA weights, float16 safetensors, metrics in metadata.
+
+    python scripts/bundle_model.py RUN_DIR [--eval eval.json] [--out src/fakefacegen/assets/celeba64.safetensors]
+
+The checkpoint's EMA generator (BatchNorm statistics re-estimated for the EMA weights) is written in
+float16 with its model config and provenance (images seen, steps, recipe, metrics with their protocol)
+in the safetensors metadata, which `fakefacegen demo` and the model card read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from fakefacegen.checkpoint import latest_checkpoint, load_checkpoint, save_generator
+from fakefacegen.generate import load_generator
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir")
+    p.add_argument("--eval", default=None, help="JSON written by `fakefacegen evaluate --out`")
+    p.add_argument("--out", default="src/fakefacegen/assets/celeba64.safetensors")
+    p.add_argument("--name", default="fakefacegen-celeba64")
+    a = p.parse_args()
+    ck_path = latest_checkpoint(a.run_dir)
+    if ck_path is None:
+        raise SystemExit(f"error: {a.run_dir}: no checkpoint")
+    ck = load_checkpoint(ck_path)
+    G = load_generator(ck_path)  # EMA weights with re-estimated BatchNorm statistics
+    meta = {"name": a.name, "images_seen": ck["images_seen"], "step": ck["step"], "ema": G.meta.get("ema"),
+            "preset": ck["config"].get("preset"), "train_elapsed_s": round(ck.get("elapsed_s", 0.0)),
+            "source_checkpoint": ck_path.name}
+    if a.eval:
+        ev = json.loads(Path(a.eval).read_text())
+        for k in ("fid", "kid", "kid_std"):
+            if k in ev:
+                meta[k] = ev[k]
+        meta["fid_n"] = ev.get("protocol", {}).get("n_fake")
+        meta["protocol"] = ev.get("protocol")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_generator(G.net.state_dict(), ck["config"]["model"], out, dtype=torch.float16, meta=meta)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from {ck_path} (step {ck['step']}, "
+          f"{ck['images_seen']} images seen)")
+
+
+if __name__ == "__main__":
+    main()
