@@ -44,6 +44,7 @@ from fakefacegen.models import build_models  # noqa: E402
 from fakefacegen.runtime import available_cores  # noqa: E402
 
 BASE = "baseline (examples fp32)"
+PROBE = "(matmul rate probe)"
 SLOW = {"bf16"}  # emulated on CPUs without native bf16: timed at --slow-batch against auto at that batch
 OPTIONS = {
     # name: (config overrides, optimizer keyword patched into train._make_optimizer, description)
@@ -206,6 +207,24 @@ def update_rel_diff(a: nn.Module, b: nn.Module, w0: torch.Tensor) -> float:
     return float((wa - wb).norm() / (wa - w0).norm().clamp_min(1e-30))
 
 
+def adam_micro(models: list[nn.Module], repeats: int = 15) -> dict[str, float]:
+    """Median seconds of one optimizer.step() over these models' parameters: for-loop, foreach, fused Adam.
+
+    The step's other costs dwarf the optimizer and their noise hides a few percent, so the
+    optimizer is also timed on its own, on copies of the parameters with random gradients.
+    """
+    opts = {}
+    for kind in ("default (for-loop)", "foreach", "fused"):
+        ps = [p.detach().clone().requires_grad_(True) for m in models for p in m.parameters()]
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        kw = {} if kind.startswith("default") else {kind: True}
+        opts[kind] = torch.optim.Adam(ps, lr=2e-4, betas=(0.5, 0.999), **kw)
+        opts[kind].step()  # creates the state
+    times = interleaved({k: (lambda o=o: o.step()) for k, o in opts.items()}, repeats, verbose=False)
+    return {k: median(v) for k, v in times.items()}
+
+
 def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float], tmp: Path) -> None:
     data, what = dataset_for(res, tmp, n=max(2 * args.batch, 256))
     print(f"\n--- {res}x{res}, batch {args.batch}, model.arch=reference; data: {what} ---")
@@ -247,6 +266,12 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     print(f"conv/matmul FLOPs per step at batch {args.batch}: baseline {f_base * args.batch / 1e9:.1f} GFLOP, "
           f"project {f_proj * args.batch / 1e9:.1f} GFLOP (the project skips D's weight gradients in the G step)")
 
+    if any(o.startswith("adam") for o in args.options):
+        am = adam_micro([project.g, project.d])
+        ref = am["default (for-loop)"]
+        print("Adam.step() alone on G+D's parameters (median of 15): " + ", ".join(
+            f"{k} {1e3 * v:.1f} ms ({ref / v:.2f}x)" for k, v in am.items()))
+
     # Warm-up (first-call allocations, oneDNN primitive creation, torch.compile's compilation).
     torch.set_num_threads(cores)
     base.run(args.warmup)
@@ -261,11 +286,25 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
         torch.set_num_threads(cores)
         return base.run(args.steps)
 
+    probes: dict[str, list[float]] = {"fp32": [], "bf16": []}
+
+    def peak_probe() -> float:
+        # The load moves during a run: the matmul rates are re-measured in every repeat, between cases.
+        torch.set_num_threads(cores)
+        p = matmul_peaks(repeats=1, n=peaks["n_fp32"])
+        probes["fp32"].append(p["fp32"])
+        probes["bf16"].append(p["bf16"])
+        return 0.0
+
     cases = {BASE: base_case}
     for name, (tr, _, _) in trainers.items():
         cases[name] = (lambda tr=tr: trainer_run(tr, args.steps))
+    cases[PROBE] = peak_probe
     print(f"timing: {args.repeats} interleaved repeats of {args.steps} step(s) per case")
     times = interleaved(cases, args.repeats, unit="s/step")
+    del times[PROBE]
+    peaks = {**peaks, "fp32": median(probes["fp32"] + [peaks["fp32"]]),
+             "bf16": median(probes["bf16"] + [peaks["bf16"]])}
 
     med = {name: median(ts) for name, ts in times.items()}
     print(f"\nresult {res}x{res} (median s/step; ratio = reference time / time, per image):")
@@ -282,7 +321,8 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
             rtxt, vs = f"{ips / (ref_batch / med[ref]):.2f}x", ("baseline" if ref == BASE else ref)
         print(f"  {name:<26s} {batch:5d} {t:8.2f} {ips:8.1f} {rtxt:>7s} {vs:<18s} {gf:8.1f} "
               f"{100 * gf / peaks['fp32']:10.0f}%")
-    print(f"  (matmul rates measured in this process: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s)")
+    print(f"  (matmul rates, median of the start and each repeat, {args.threads_note}: "
+          f"fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s)")
     print(f"HEADLINE {res}px batch {args.batch}: project step {args.batch / med['project (auto)']:.1f} img/s, "
           f"baseline {args.batch / med[BASE]:.1f} img/s, ratio {med[BASE] / med['project (auto)']:.2f}x")
 
@@ -309,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="batch for options too slow for the full batch here (bf16 without native bf16)")
     ap.add_argument("--peak-n", type=int, default=1024, help="matmul size for the peak measurement")
     args = ap.parse_args(argv)
+    args.threads_note = f"{available_cores()} threads"
     args.options = list(OPTIONS) if args.options == "all" else [o for o in args.options.split(",") if o]
     for o in args.options:
         if o not in OPTIONS:

@@ -68,7 +68,7 @@ def interleaved(cases: dict[str, Callable[[], float | None]], repeats: int, *, v
             got = cases[name]()
             s = got if got is not None else time.perf_counter() - t0
             out[name].append(s)
-            if verbose:
+            if verbose and not name.startswith("("):  # "(...)" cases are probes, not results
                 print(f"  repeat {r + 1}/{repeats} {name:<28s} {s:9.4f} {unit}", flush=True)
     return out
 
