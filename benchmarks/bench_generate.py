@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cli-repeats", type=int, default=3, help="cold CLI runs, median reported (default 3)")
     ap.add_argument("--n", type=int, default=10000, help="images for the throughput test (default 10000)")
     ap.add_argument("--chunks", type=int, default=5, help="pieces of --n, each interleaved with the naive loop")
-    ap.add_argument("--naive", type=int, default=100, help="images per chunk for the naive batch-1 loop")
+    ap.add_argument("--naive", type=int, default=20, help="images per chunk for the naive batch-1 loop (default 20)")
     ap.add_argument("--batch-size", type=int, default=256, help="sample()'s batch size (default 256, the CLI's)")
     ap.add_argument("--options", action="store_true",
                     help="also time sample() with channels_last G, batch 64 and 1024, and 1 thread (on 1,000 images)")

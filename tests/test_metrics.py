@@ -377,7 +377,9 @@ def test_real_features_cache_and_invalidation(tmp_path):
     net.images_seen = 0
     r2 = evaluate_images(ds, fake, **kw)
     assert r2["protocol"]["real_features_cache"] == "hit" and net.images_seen == 12  # only the fakes
-    assert r2["fid"] == r1["fid"] and r2["kid"] == r1["kid"]
+    # the fakes are recomputed, possibly with another thread count: equal up to float rounding
+    assert r2["fid"] == pytest.approx(r1["fid"], rel=1e-6, abs=1e-9)
+    assert r2["kid"] == pytest.approx(r1["kid"], rel=1e-5, abs=1e-9)
 
     # New data with a new manifest hash: a new entry.
     imgs2 = imgs.copy()
@@ -453,7 +455,8 @@ def test_training_evaluator_computes_real_features_once(tmp_path):
     assert net.images_seen == 8
     r1 = ev(lambda n, seed: fake[:n])
     r2 = ev(lambda n: fake[:n])  # a sampler with its own fixed noise
-    assert r1["fid"] == r2["fid"] and r1["n"] == 8 and "kid" in r1
+    # equal up to float rounding: the CPU thread count (picked per batch from the load) may differ
+    assert r1["fid"] == pytest.approx(r2["fid"], rel=1e-6, abs=1e-9) and r1["n"] == 8 and "kid" in r1
     assert net.images_seen == 8 + 16
     ev2 = TrainingEvaluator(ds, n=8, metric="fid", model=net, cache=tmp_path / "c")
     assert ev2.cache_status == "hit" and net.images_seen == 24
