@@ -1,0 +1,100 @@
+"""The equal-budget recipe experiment: the reference DCGAN recipe and variants, same images seen.
+
+    python scripts/experiment_recipes.py --data data/celeba64 --outdir runs/recipes
+    python scripts/experiment_recipes.py --data data/celeba64 --outdir runs/recipes --budget 64000 --eval-n 10000
+
+Each variant trains with `fakefacegen train` into OUTDIR/NNNNN-<name>/ (a run that exists is resumed from its
+last checkpoint; a finished one is skipped), is evaluated once at the end with `fakefacegen evaluate`
+(same N, same seed, same real images for every run; written to RUN/eval-<N>.json and skipped when
+present) and finally `fakefacegen compare` writes OUTDIR/report/ (index.html, summary.md,
+summary.json). Safe to stop and start again: it picks up where it was.
+
+Every variant runs on the kernel-4 DCGAN of pytorch/examples at 64x64 (preset celeba64-tutorial) with
+the same seed; the budget is counted in images seen, so a batch-64 variant gets twice the steps of a
+batch-128 one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+# name -> (batch size, --set overrides). The first is the baseline the others are compared with.
+VARIANTS: dict[str, tuple[int, list[str]]] = {
+    "reference": (128, []),
+    "ema": (128, ["train.ema=0.995", "train.ema_start=50"]),
+    "diffaug": (128, ["train.augment=color,translation"]),
+    "hinge-sn-ttur": (128, ["train.loss=hinge", "model.spectral_norm=true", "model.d_norm=none",
+                            "g_opt.lr=0.0001", "d_opt.lr=0.0004", "g_opt.beta1=0.0", "g_opt.beta2=0.9",
+                            "d_opt.beta1=0.0", "d_opt.beta2=0.9"]),
+    "ema-diffaug-b64": (64, ["train.ema=0.995", "train.ema_start=100", "train.augment=color,translation"]),
+}
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def find_run(outdir: Path, name: str) -> Path | None:
+    """The run directory train created for this variant (outdir/NNNNN-name), if any."""
+    found = sorted(outdir.glob(f"[0-9][0-9][0-9][0-9][0-9]-{name}"))
+    return found[-1] if found else None
+
+
+def status(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return ""
+    try:
+        return json.loads((run_dir / "run.json").read_text()).get("status", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="prepared 64x64 dataset (both ../shared folders)")
+    ap.add_argument("--outdir", default="runs/recipes")
+    ap.add_argument("--budget", type=int, default=32000, help="images seen per run (default 32,000)")
+    ap.add_argument("--eval-n", type=int, default=2000, help="fake and real images per evaluation")
+    ap.add_argument("--only", default="", help="comma list of variants to run (default all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [n for n in VARIANTS if not args.only or n in args.only.split(",")]
+    exe = [sys.executable, "-m", "fakefacegen"]
+    for name in names:
+        batch, sets = VARIANTS[name]
+        if args.budget % batch:
+            raise SystemExit(f"--budget {args.budget} is not a multiple of {name}'s batch size {batch}")
+        rd = find_run(out, name)
+        if status(rd) != "finished":
+            if rd is not None and any((rd / "checkpoints").glob("ckpt-*.pt")):
+                run(exe + ["train", "--resume", str(rd), "--quiet"])
+            else:
+                steps = args.budget // batch
+                cmd = exe + ["train", "--data", args.data, "--preset", "celeba64-tutorial",
+                             "--outdir", str(out), "--name", name, "--steps", str(steps),
+                             "--batch-size", str(batch), "--seed", str(args.seed), "--quiet",
+                             "--set", f"train.ckpt_every={max(steps // 4, 1)}",
+                             "--set", f"train.sample_every={max(steps // 4, 1)}"]
+                for s in sets:
+                    cmd += ["--set", s]
+                run(cmd)
+            rd = find_run(out, name)
+        ev = rd / f"eval-{args.eval_n}.json"
+        if not ev.exists():
+            run(exe + ["evaluate", str(rd), "--data", args.data, "--metrics", "fid,kid",
+                       "-n", str(args.eval_n), "--out", str(ev)])
+    run(exe + ["compare", *[str(find_run(out, n)) for n in names], "--out", str(out / "report"),
+               "--title", f"Recipes at {args.budget:,} images seen"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
