@@ -101,11 +101,16 @@ def weights_init(m: nn.Module) -> None:
 class Baseline:
     """One pytorch/examples-style training step per call, on a reused real batch."""
 
-    def __init__(self, res: int, batch: int, real: torch.Tensor, nz: int = 100, width: int = 64):
+    def __init__(self, res: int, batch: int, real: torch.Tensor, nz: int = 100, width: int = 64,
+                 device: torch.device = torch.device("cpu")):
         torch.manual_seed(0)
         self.netG, self.netD = NetG(nz, width, res), NetD(width, res)
         self.netG.apply(weights_init)
         self.netD.apply(weights_init)
+        self.netG.to(device)
+        self.netD.to(device)
+        self.device = device
+        real = real.to(device)
         self.criterion = nn.BCELoss()
         self.optD = torch.optim.Adam(self.netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.optG = torch.optim.Adam(self.netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -115,12 +120,12 @@ class Baseline:
         real_label, fake_label = 1.0, 0.0
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
         self.netD.zero_grad()
-        label = torch.full((self.batch,), real_label)
+        label = torch.full((self.batch,), real_label, device=self.device)
         output = self.netD(self.real)
         errD_real = self.criterion(output, label)
         errD_real.backward()
         D_x = output.mean().item()  # noqa: F841 (examples prints it)
-        noise = torch.randn(self.batch, self.nz, 1, 1)
+        noise = torch.randn(self.batch, self.nz, 1, 1, device=self.device)
         fake = self.netG(noise)
         label.fill_(fake_label)
         output = self.netD(fake.detach())
@@ -141,6 +146,7 @@ class Baseline:
         t0 = time.perf_counter()
         for _ in range(steps):
             self.step()
+        sync(self.device)
         return (time.perf_counter() - t0) / steps
 
 
@@ -166,15 +172,23 @@ def adam_kw(kind: str | None):
         train_mod._make_optimizer = orig
 
 
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def make_trainer(res: int, batch: int, data: Path, outdir: Path, name: str, overrides: list[str],
-                 adam: str | None = None) -> train_mod.Trainer:
+                 adam: str | None = None, device: str = "cpu") -> train_mod.Trainer:
     preset = "celeba64" if res == 64 else "celeba128" if res == 128 else None
     ov = [f"model.resolution={res}", "model.arch=reference", f"train.batch_size={batch}", "train.steps=1000000000",
           "train.log_every=1000000000", "train.sample_every=1000000000", "train.ckpt_every=1000000000",
           "eval.every=0", *overrides]
     cfg = make_config(preset, ov, data=str(data))
     with adam_kw(adam), contextlib.redirect_stderr(io.StringIO()):
-        tr = train_mod.Trainer(cfg, outdir=outdir, name=name, device="cpu", progress=False)
+        tr = train_mod.Trainer(cfg, outdir=outdir, name=name, device=device, progress=False)
     # Grids and checkpoints are bookkeeping around steps, not the step: switch them off.
     tr._write_grids = lambda real=False: None
     tr._checkpoint = lambda final: None
@@ -188,6 +202,7 @@ def trainer_run(tr: train_mod.Trainer, steps: int) -> float:
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):
         tr._loop()
+    sync(tr.device)
     return (time.perf_counter() - t0) / steps
 
 
@@ -232,8 +247,9 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     real = to_model_input(ds.__getitems__(list(range(args.batch))), device=torch.device("cpu"), channels_last=False)
     cores = available_cores()
 
-    base = Baseline(res, args.batch, real)
-    project = make_trainer(res, args.batch, data, tmp, f"auto{res}", [])
+    dev = torch.device(args.device)
+    base = Baseline(res, args.batch, real, device=dev)
+    project = make_trainer(res, args.batch, data, tmp, f"auto{res}", [], device=args.device)
     w0 = flat_params(project.g)  # every Trainer starts from the same seed, hence the same weights
     n_base = sum(p.numel() for p in [*base.netG.parameters(), *base.netD.parameters()])
     n_proj = sum(p.numel() for p in [*project.g.parameters(), *project.d.parameters()])
@@ -248,19 +264,20 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
             sb = args.slow_batch
             ref = f"auto @ batch {sb}"
             if ref not in trainers:
-                trainers[ref] = (make_trainer(res, sb, data, tmp, f"autosmall{res}", []), sb, BASE)
+                trainers[ref] = (make_trainer(res, sb, data, tmp, f"autosmall{res}", [], device=args.device), sb, BASE)
             name = f"{opt} @ batch {sb}"
-            trainers[name] = (make_trainer(res, sb, data, tmp, f"{opt}{res}", ov, adam), sb, ref)
+            trainers[name] = (make_trainer(res, sb, data, tmp, f"{opt}{res}", ov, adam, args.device), sb, ref)
         else:
             name = opt
-            trainers[name] = (make_trainer(res, args.batch, data, tmp, f"{opt}{res}", ov, adam), args.batch, BASE)
+            trainers[name] = (make_trainer(res, args.batch, data, tmp, f"{opt}{res}", ov, adam, args.device),
+                              args.batch, BASE)
         print(f"option {name}: {desc} -> {trainers[name][0].fast.describe()}")
 
     # FLOPs of one step at batch 8, per image (conv/matmul FLOPs are linear in the batch).
     small = 8
-    base8 = Baseline(res, small, real[:small].clone())
+    base8 = Baseline(res, small, real[:small].clone(), device=dev)
     f_base = count_flops(base8.step) / small
-    tr8 = make_trainer(res, small, data, tmp, f"flops{res}", [])
+    tr8 = make_trainer(res, small, data, tmp, f"flops{res}", [], device=args.device)
     f_proj = count_flops(lambda: trainer_run(tr8, 1)) / small
     tr8.lock.release()
     print(f"conv/matmul FLOPs per step at batch {args.batch}: baseline {f_base * args.batch / 1e9:.1f} GFLOP, "
@@ -291,7 +308,7 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     def peak_probe() -> float:
         # The load moves during a run: the matmul rates are re-measured in every repeat, between cases.
         torch.set_num_threads(cores)
-        p = matmul_peaks(repeats=1, n=peaks["n_fp32"])
+        p = matmul_peaks(repeats=1, n=peaks["n_fp32"], device=args.device)
         probes["fp32"].append(p["fp32"])
         probes["bf16"].append(p["bf16"])
         return 0.0
@@ -347,15 +364,21 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma list of extra variants of the project's step: {', '.join(OPTIONS)}, or 'all'")
     ap.add_argument("--slow-batch", type=int, default=16,
                     help="batch for options too slow for the full batch here (bf16 without native bf16)")
-    ap.add_argument("--peak-n", type=int, default=1024, help="matmul size for the peak measurement")
+    ap.add_argument("--peak-n", type=int, default=None,
+                    help="matmul size for the peak measurement (default 1024 on CPU, 8192 on a GPU)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or mps: where both sides run (default cpu)")
     args = ap.parse_args(argv)
-    args.threads_note = f"{available_cores()} threads"
+    if args.peak_n is None:
+        args.peak_n = 1024 if args.device == "cpu" else 8192
+    args.threads_note = f"{available_cores()} threads" if args.device == "cpu" else args.device
     args.options = list(OPTIONS) if args.options == "all" else [o for o in args.options.split(",") if o]
     for o in args.options:
         if o not in OPTIONS:
             ap.error(f"--options: unknown option {o!r}; choose from {', '.join(OPTIONS)} or all")
     header("bench_train: Trainer step vs plain fp32 pytorch/examples DCGAN loop")
-    peaks = matmul_peaks(n=args.peak_n)
+    if args.device.startswith("cuda"):
+        print(f"device: {torch.cuda.get_device_name(torch.device(args.device))}")
+    peaks = matmul_peaks(n=args.peak_n, device=args.device)
     print(f"matmul peak (median of 3): fp32 {peaks['fp32']:.1f} GFLOP/s ({peaks['n_fp32']}^3), "
           f"bf16 {peaks['bf16']:.1f} GFLOP/s ({peaks['n_bf16']}^3)")
     with tempfile.TemporaryDirectory(prefix="bench_train-") as tmp:

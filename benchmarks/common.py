@@ -73,33 +73,41 @@ def interleaved(cases: dict[str, Callable[[], float | None]], repeats: int, *, v
     return out
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
-    """Measured square-matmul GFLOP/s for ``dtype`` on the current threads (best of ``reps``)."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b  # warm-up (oneDNN/BLAS picks its kernel)
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5, device: str = "cpu") -> float:
+    """Measured square-matmul GFLOP/s for ``dtype`` on the current threads / GPU (best of ``reps``)."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    a @ b  # warm-up (oneDNN/BLAS/cuBLAS picks its kernel)
+    sync()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
 
 
-def matmul_peaks(repeats: int = 3, n: int = 1024) -> dict[str, float]:
+def matmul_peaks(repeats: int = 3, n: int = 1024, device: str = "cpu") -> dict[str, float]:
     """fp32 (n^3) and bf16 matmul GFLOP/s, interleaved, median over ``repeats`` (each the best of a few).
 
     Without native bf16 the bf16 matmul is emulated and tens of times slower, so it is measured
     at n/2 there (the rate, not the size, is what is reported); keys 'n_fp32' and 'n_bf16' say which.
     """
-    nb = n if cpu_has_native_bf16() else n // 2
+    nb = n if (device != "cpu" or cpu_has_native_bf16()) else n // 2
     res: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for r in range(repeats):
         for name in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
             if name == "fp32":
-                res[name].append(matmul_gflops(torch.float32, n))
+                res[name].append(matmul_gflops(torch.float32, n, device=device))
             else:
-                res[name].append(matmul_gflops(torch.bfloat16, nb, reps=3))
+                res[name].append(matmul_gflops(torch.bfloat16, nb, reps=3, device=device))
     return {**{k: median(v) for k, v in res.items()}, "n_fp32": n, "n_bf16": nb}
 
 
