@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -45,3 +46,31 @@ def debug_cfg(dataset32: Path):
 
 def needs_shared() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not CELEBA.is_dir(), reason=f"real CelebA faces not found at {CELEBA} (../shared absent)")
+
+
+def make_tiny_generator(path: Path, seed: int = 0) -> Path:
+    """An untrained 32px generator file: PyTorch's default init (outputs vary far more than under the
+    N(0, 0.02) DCGAN init), BatchNorm statistics measured on its own outputs."""
+    from fakefacegen.checkpoint import save_generator
+    from fakefacegen.config import ModelConfig
+    from fakefacegen.models import Generator, recalibrate_batchnorm
+
+    torch.manual_seed(seed)
+    mc = ModelConfig(resolution=32, width=8, z_dim=16)
+    g = Generator(mc)
+    recalibrate_batchnorm(g, batches=2, batch_size=64)
+    save_generator(g.state_dict(), dataclasses.asdict(mc), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> Path:
+    """A tiny generator file per test module (modules may define their own ``G``)."""
+    return make_tiny_generator(tmp_path_factory.mktemp("tinyG") / "g.safetensors")
+
+
+@pytest.fixture(scope="module")
+def G(tiny_path: Path):
+    from fakefacegen.generate import load_generator
+
+    return load_generator(tiny_path)

@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from fakefacegen import export as ex
-from fakefacegen.generate import LoadedGenerator, load_generator, noise
+from fakefacegen.generate import LoadedGenerator, noise
 
 MODULE = "fakefacegen.export"
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx/onnxruntime not installed (pip install fakefacegen[export])")
-
-
-def make_tiny_generator(path: Path, seed: int = 0) -> Path:
-    """An untrained 32px generator file: random init, BatchNorm statistics measured on its own outputs."""
-    from fakefacegen.checkpoint import save_generator
-    from fakefacegen.config import ModelConfig
-    from fakefacegen.models import Generator, recalibrate_batchnorm
-
-    torch.manual_seed(seed)
-    mc = ModelConfig(resolution=32, width=8, z_dim=16)
-    g = Generator(mc)
-    recalibrate_batchnorm(g, batches=2, batch_size=64)
-    save_generator(g.state_dict(), dataclasses.asdict(mc), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory) -> Path:
-    return make_tiny_generator(tmp_path_factory.mktemp("tinyG") / "g.safetensors")
-
-
-@pytest.fixture(scope="module")
-def G(tiny_path: Path) -> LoadedGenerator:
-    return load_generator(tiny_path)
 
 
 def torch_images(G: LoadedGenerator, z: torch.Tensor) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -13,35 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fakefacegen.generate import LoadedGenerator, load_generator, noise
+from fakefacegen.generate import noise
 from fakefacegen.interpolate import (interpolate, parse_seeds, register, save_animation, segment_rows, slerp,
                                      walk_latents)
 
 MODULE = "fakefacegen.interpolate"
-
-
-def make_tiny_generator(path: Path, seed: int = 0) -> Path:
-    """An untrained 32px generator file: random init, BatchNorm statistics measured on its own outputs."""
-    from fakefacegen.checkpoint import save_generator
-    from fakefacegen.config import ModelConfig
-    from fakefacegen.models import Generator, recalibrate_batchnorm
-
-    torch.manual_seed(seed)
-    mc = ModelConfig(resolution=32, width=8, z_dim=16)
-    g = Generator(mc)  # PyTorch's default init: outputs vary far more than under the N(0, 0.02) DCGAN init
-    recalibrate_batchnorm(g, batches=2, batch_size=64)
-    save_generator(g.state_dict(), dataclasses.asdict(mc), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory) -> Path:
-    return make_tiny_generator(tmp_path_factory.mktemp("tinyG") / "g.safetensors")
-
-
-@pytest.fixture(scope="module")
-def G(tiny_path: Path) -> LoadedGenerator:
-    return load_generator(tiny_path)
 
 
 def run_cli(argv: list[str]) -> int:
