@@ -162,18 +162,23 @@ def _first_line(e: BaseException) -> str:
     return (msg.splitlines()[0] if msg else type(e).__name__)[:160]
 
 
+def _sniff_existing(path: Path, what: str) -> str:
+    """:func:`sniff` of a file that must exist; CheckpointError naming ``what`` otherwise."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what}")
+    try:
+        return sniff(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a training checkpoint; raises CheckpointError with a one-line reason.
 
     Nothing in the file is executed: only tensors and plain containers are unpickled.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        kind = sniff(path)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    kind = _sniff_existing(path, "checkpoint file")
     if kind == "empty":
         raise CheckpointError(f"{path}: not a readable checkpoint (empty file, 0 bytes)")
     if kind == "safetensors":
@@ -283,12 +288,7 @@ def load_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such generator file")
-    try:
-        kind = sniff(path)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    kind = _sniff_existing(path, "generator file")
     if kind in ("zip", "pickle"):
         raise CheckpointError(f"{path}: a PyTorch checkpoint, not a safetensors generator file; give it a .pt name")
     if kind != "safetensors":

@@ -257,8 +257,9 @@ class Renderer:
     def etag(self, key: str) -> str:
         return '"' + hashlib.sha1(f"{self.model_id}|{key}".encode()).hexdigest()[:24] + '"'
 
-    async def get(self, key: str, fn: Callable[[], bytes]) -> bytes:
-        """The bytes for ``key``: from the cache, from an identical render in flight, or rendered now."""
+    async def _fetch(self, key: str, start: Callable[[], asyncio.Future]) -> bytes:
+        """The bytes for ``key``: from the cache, from an identical render in flight, or from the
+        future that ``start()`` returns (a new render), unless too many renders are pending."""
         hit = self.cache.get(key)
         if hit is not None:
             return hit
@@ -266,30 +267,29 @@ class Renderer:
         if fut is None:
             if len(self.inflight) >= self.max_pending:
                 raise Busy(len(self.inflight))
-            fut = asyncio.get_running_loop().run_in_executor(self.executor, self._run, fn)
+            fut = start()
             self.inflight[key] = fut
             fut.add_done_callback(lambda f, key=key: self._done(key, f))
         # shield: a client that hangs up must not cancel a render other clients are waiting for
         return await asyncio.shield(fut)
 
+    async def get(self, key: str, fn: Callable[[], bytes]) -> bytes:
+        """The bytes for ``key``: from the cache, from an identical render in flight, or rendered now."""
+        return await self._fetch(key, lambda: asyncio.get_running_loop().run_in_executor(self.executor, self._run, fn))
+
     async def get_face(self, key: str, face: FaceId, truncation: float | None, scale: int) -> bytes:
         """Like :meth:`get` for single faces, but faces waiting at the same time share one forward pass:
         on CPU a batch of 16 costs about 6 single faces."""
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit
-        fut = self.inflight.get(key)
-        if fut is None:
-            if len(self.inflight) >= self.max_pending:
-                raise Busy(len(self.inflight))
-            fut = asyncio.get_running_loop().create_future()
-            self.inflight[key] = fut
-            fut.add_done_callback(lambda f, key=key: self._done(key, f))
+        def start() -> asyncio.Future:
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
             self._faces.append((face, truncation, scale, fut))
             if not self._draining:
                 self._draining = True
-                asyncio.get_running_loop().create_task(self._drain_faces())
-        return await asyncio.shield(fut)
+                loop.create_task(self._drain_faces())
+            return fut
+
+        return await self._fetch(key, start)
 
     async def _drain_faces(self) -> None:
         loop = asyncio.get_running_loop()
