@@ -4,7 +4,7 @@
     python scripts/experiment_recipes.py --data data/celeba64 --outdir runs/recipes --budget 64000 --eval-n 10000
 
 Each variant trains with `fakefacegen train` into OUTDIR/NNNNN-<name>/ (a run that exists is resumed from its
-last checkpoint; a finished one is skipped), is evaluated once at the end with `fakefacegen evaluate`
+last checkpoint; a complete one is skipped), is evaluated once at the end with `fakefacegen evaluate`
 (same N, same seed, same real images for every run; written to RUN/eval-<N>.json and skipped when
 present) and finally `fakefacegen compare` writes OUTDIR/report/ (index.html, summary.md,
 summary.json). Safe to stop and start again: it picks up where it was.
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.budget % batch:
             raise SystemExit(f"--budget {args.budget} is not a multiple of {name}'s batch size {batch}")
         rd = find_run(out, name)
-        if status(rd) != "finished":
+        if status(rd) != "complete":
             if rd is not None and any((rd / "checkpoints").glob("ckpt-*.pt")):
                 run(exe + ["train", "--resume", str(rd), "--quiet"])
             else:
