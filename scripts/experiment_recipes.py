@@ -31,6 +31,7 @@ VARIANTS: dict[str, tuple[int, list[str]]] = {
                             "g_opt.lr=0.0001", "d_opt.lr=0.0004", "g_opt.beta1=0.0", "g_opt.beta2=0.9",
                             "d_opt.beta1=0.0", "d_opt.beta2=0.9"]),
     "ema-diffaug-b64": (64, ["train.ema=0.995", "train.ema_start=100", "train.augment=color,translation"]),
+    "b64": (64, []),
 }
 
 
