@@ -239,6 +239,14 @@ def test_single_run_and_no_metric(runs, tmp_path):
     assert len(page.imgs) == 2  # losses and the one grid: no metric plot without metrics
 
 
+def test_rewriting_a_report_leaves_no_stale_grids(runs, tmp_path):
+    out = tmp_path / "rep"
+    compare_runs(list(runs.values()), out)
+    assert len(list(out.glob("grid-*.png"))) == len(runs) > 1
+    s = compare_runs([runs["base"]], out)  # fewer runs into the same folder
+    assert [p.name for p in out.glob("grid-*.png")] == [s["runs"][0]["grid"]]
+
+
 def test_errors_name_the_path(runs, tmp_path):
     not_run = tmp_path / "not-a-run"
     not_run.mkdir()

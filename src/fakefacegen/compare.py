@@ -696,6 +696,8 @@ def compare_runs(paths: list[str | Path], out: str | Path, *, metric: str = "aut
         images["metrics"] = p
     by_name = {r.name: r for r in runs}
     grids: dict[str, Path] = {}
+    for stale in out.glob("grid-[0-9][0-9]-*.png"):  # a previous report's grids (other ranks or runs)
+        stale.unlink()
     for row in summary["runs"]:
         r = by_name[row["name"]]
         if r.grid is not None:  # only fakes-*.png: real.png holds real faces and is never copied
