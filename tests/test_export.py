@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
@@ -25,19 +24,11 @@ def torch_images(G: LoadedGenerator, z: torch.Tensor) -> np.ndarray:
 
 
 def run_cli(argv: list[str]) -> int:
-    """fakefacegen.cli.main once this command is registered there; until then the same through register()."""
+    """The console command, in process."""
     from fakefacegen import cli
 
-    if MODULE in cli.PLUGIN_COMMANDS:
-        return cli.main(argv)
-    p = argparse.ArgumentParser(prog="fakefacegen")
-    ex.register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, OSError, RuntimeError) as e:  # what cli.main does
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+    assert MODULE in cli.PLUGIN_COMMANDS
+    return cli.main(argv)
 
 
 def hide_modules(monkeypatch, *names: str) -> None:

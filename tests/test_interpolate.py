@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +11,18 @@ import torch
 from PIL import Image
 
 from fakefacegen.generate import noise
-from fakefacegen.interpolate import (interpolate, parse_seeds, register, save_animation, segment_rows, slerp,
+from fakefacegen.interpolate import (interpolate, parse_seeds, save_animation, segment_rows, slerp,
                                      walk_latents)
 
 MODULE = "fakefacegen.interpolate"
 
 
 def run_cli(argv: list[str]) -> int:
-    """fakefacegen.cli.main once this command is registered there; until then the same through register()."""
+    """The console command, in process."""
     from fakefacegen import cli
 
-    if MODULE in cli.PLUGIN_COMMANDS:
-        return cli.main(argv)
-    p = argparse.ArgumentParser(prog="fakefacegen")
-    register(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, OSError, RuntimeError) as e:  # what cli.main does
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 2
+    assert MODULE in cli.PLUGIN_COMMANDS
+    return cli.main(argv)
 
 
 # ---------------------------------------------------------------------------------------------- slerp
