@@ -32,6 +32,17 @@ def make_dataset_dir(path: Path, n: int = 64, size: int = 32, seed: int = 0) -> 
     return path
 
 
+@pytest.fixture(autouse=True)
+def _feature_threads_ignore_load(monkeypatch):
+    """Feature extraction picks its thread count per batch from the machine's load (see
+    ``auto_threads``); a different count changes oneDNN's reduction order and the features in the
+    7th digit. Tests compare repeated extractions bitwise, so here they see an idle machine and use
+    a stable count. Tests of ``auto_threads`` itself patch ``runnable_elsewhere`` again."""
+    from fakefacegen.metrics import features
+
+    monkeypatch.setattr(features, "runnable_elsewhere", lambda *a, **k: 0)
+
+
 @pytest.fixture
 def dataset32(tmp_path: Path) -> Path:
     return make_dataset_dir(tmp_path / "ds32", n=64, size=32)
