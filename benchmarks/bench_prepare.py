@@ -3,10 +3,14 @@
     python benchmarks/bench_prepare.py [--limit N] [--size 64] [--repeats 1]
 
 (a) naive: for each file Image.open -> convert("RGB") -> centre square crop ->
-    resize(size, LANCZOS), one core, no draft mode.
+    resize(size, LANCZOS), one core, no draft mode (the cheaper order, our main baseline).
+(a') the issue's literal order, as in the DCGAN tutorial's Resize(size) + CenterCrop(size):
+    open -> convert -> resize (shorter side to size, LANCZOS) -> centre crop.
 (b) prepare_dataset(..., workers=all cores)   (draft mode on, the default)
 (c) prepare_dataset(..., draft=False)         (shows where the speed comes from)
 plus prepare on the half-resolution CelebA folder and on both folders at once.
+--stages adds the one-core cost of each step per image (best of 3 passes over the first 500 files,
+bytes already in memory), which bounds what any parallel prepare can reach on this many cores.
 
 Needs ../shared/data/celeba/img_align_celeba relative to the repo root (skipped
 with a message if absent).  Prints images/s, ratio, and the pixel agreement of
@@ -72,6 +76,63 @@ def naive(files: list[Path], size: int) -> np.ndarray:
     return out
 
 
+def naive_resize_first(files: list[Path], size: int) -> np.ndarray:
+    out = np.empty((len(files), size, size, 3), np.uint8)
+    for i, f in enumerate(files):
+        im = Image.open(f).convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        rw, rh = max(size, round(w * s)), max(size, round(h * s))
+        im = im.resize((rw, rh), Image.Resampling.LANCZOS)
+        left, top = (rw - size) // 2, (rh - size) // 2
+        out[i] = np.asarray(im.crop((left, top, left + size, top + size)))
+    return out
+
+
+def stage_costs(files: list[Path], size: int) -> dict[str, float]:
+    """Microseconds per image for each step of the draft pipeline and for the naive loop, one core."""
+    import io
+
+    datas = [f.read_bytes() for f in files[:500]]
+    w, h = Image.open(io.BytesIO(datas[0])).size
+    side = min(w, h)
+    a = next((a for a in (8, 4, 2) if side >= size * a), 1)
+    dw, dh, ds = w // a, h // a, side // a
+    box = ((dw - ds) // 2, (dh - ds) // 2, (dw - ds) // 2 + ds, (dh - ds) // 2 + ds)
+
+    def draft(d):
+        im = Image.open(io.BytesIO(d))
+        im.draft(None, (dw, dh))  # as prepare does
+        im.load()
+        return im
+
+    def naive_one(d):
+        im = Image.open(io.BytesIO(d)).convert("RGB")
+        l, t = (w - side) // 2, (h - side) // 2
+        return np.asarray(im.crop((l, t, l + side, t + side)).resize((size, size), Image.Resampling.LANCZOS))
+
+    decoded = [draft(d) for d in datas]
+    steps = {
+        "open (parse headers)": lambda: [Image.open(io.BytesIO(d)) for d in datas],
+        "full decode": lambda: [Image.open(io.BytesIO(d)).load() for d in datas],
+        f"draft decode (1/{a})": lambda: [draft(d) for d in datas],
+        "crop + LANCZOS resize of the draft": lambda: [im.crop(box).resize((size, size), Image.Resampling.LANCZOS)
+                                                      for im in decoded],
+        "naive (open, convert, crop, resize)": lambda: [naive_one(d) for d in datas],
+    }
+    out = {}
+    for name, fn in steps.items():
+        best = min(timeit_once(fn) for _ in range(3))
+        out[name] = best / len(datas) * 1e6
+    return out
+
+
+def timeit_once(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def _cpu_s() -> float:
     """CPU seconds used so far by this process and its reaped children (workers)."""
     s = resource.getrusage(resource.RUSAGE_SELF)
@@ -104,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1, help="repeats per measurement (median reported)")
     ap.add_argument("--workers", type=int, default=None, help="prepare workers (default: all cores)")
+    ap.add_argument("--stages", action="store_true", help="also time each step per image on one core")
     args = ap.parse_args(argv)
 
     if not CELEBA.is_dir():
@@ -128,6 +190,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         t_naive, c_naive, ref = timed(lambda: naive(files, args.size), args.repeats)
+        t_rf, c_rf, _ = timed(lambda: naive_resize_first(files, args.size), args.repeats)
         t_prep, c_prep, (m, arr) = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "p",
                                                              workers=workers), args.repeats)
         t_nod, c_nod, (m2, arr2) = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "nd",
@@ -140,16 +203,29 @@ def main(argv=None) -> int:
         print()
         print("                               wall img/s        img per CPU-second")
         print(f"(a) naive 1-core loop        : {r_naive:8.1f} ({t_naive:6.2f} s)  {n / c_naive:8.1f}")
+        print(f"(a') naive, resize then crop : {n / t_rf:8.1f} ({t_rf:6.2f} s)  {n / c_rf:8.1f}")
         print(f"(b) prepare workers={m['workers']} draft : {r_prep:8.1f} ({t_prep:6.2f} s)  {n / c_prep:8.1f}"
               f"   draft-decoded {m['draft_decoded']}/{m['count']}")
         print(f"(c) prepare workers={m2['workers']} exact : {r_nod:8.1f} ({t_nod:6.2f} s)  {n / c_nod:8.1f}"
               f"   draft=False")
         print(f"ratio prepare/naive, wall    : {r_prep / r_naive:.2f}x   (exact mode: {r_nod / r_naive:.2f}x)")
+        print(f"ratio vs (a') resize->crop   : {t_rf / t_prep:.2f}x wall, {c_rf / c_prep:.2f}x per CPU-second")
         print(f"ratio per CPU-second         : {c_naive / c_prep:.2f}x   (exact mode: {c_naive / c_nod:.2f}x)")
         print(f"  -> on {m['workers']} otherwise idle cores expect about "
               f"{m['workers'] * c_naive / c_prep:.1f}x wall (CPU ratio x workers, an upper bound)")
         print(f"pixel agreement vs naive     : draft mean|diff| {mad:.3f} levels (p99 {p99:.0f}); "
               f"exact mean|diff| {mad2:.3f}")
+        if args.stages:
+            costs = stage_costs(files, args.size)
+            print()
+            print("one core, microseconds per image (best of 3 over 500 files in memory):")
+            for name, us in costs.items():
+                print(f"  {name:38s} {us:8.1f}")
+            keys = list(costs)
+            floor = costs[keys[2]] + costs[keys[3]]
+            print(f"  -> draft pipeline floor {floor:.0f} us vs naive {costs[keys[4]]:.0f} us: "
+                  f"{costs[keys[4]] / floor:.2f}x per core, at most {workers * costs[keys[4]] / floor:.1f}x "
+                  f"on {workers} perfectly parallel workers")
         print()
         for label, src in (("celeba (178x218)", CELEBA), ("celeba_half (89x109)", CELEBA_HALF),
                            ("both folders, one dataset", [CELEBA, CELEBA_HALF])):
