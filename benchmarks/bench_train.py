@@ -41,18 +41,19 @@ import fakefacegen.train as train_mod  # noqa: E402
 from fakefacegen.config import make_config  # noqa: E402
 from fakefacegen.data import FaceDataset, to_model_input  # noqa: E402
 from fakefacegen.models import build_models  # noqa: E402
-from fakefacegen.runtime import available_cores  # noqa: E402
+from fakefacegen.runtime import available_cores, cpu_has_native_bf16  # noqa: E402
 
 BASE = "baseline (examples fp32)"
 PROBE = "(matmul rate probe)"
 SLOW = {"bf16"}  # emulated on CPUs without native bf16: timed at --slow-batch against auto at that batch
 OPTIONS = {
     # name: (config overrides, optimizer keyword patched into train._make_optimizer, description)
-    "cl_off": (["train.channels_last='off'"], None, "channels_last off (NCHW), fp32"),
+    "cl_off": (["train.channels_last='off'"], None, "channels_last off (NCHW), auto precision"),
+    "fp32": (["train.precision=fp32"], None, "fp32 + channels_last (what auto picks without native bf16)"),
     "bf16": (["train.precision=bf16"], None, "bf16 autocast + channels_last"),
-    "compile": (["train.compile=true"], None, "torch.compile (inductor) + fp32 + channels_last"),
-    "threads1": (["train.threads=1"], None, "1 thread, fp32 + channels_last"),
-    "adam_foreach": ([], "foreach", "auto path + Adam(foreach=True)"),
+    "compile": (["train.compile=true"], None, "torch.compile (inductor) + auto path"),
+    "threads1": (["train.threads=1"], None, "1 thread, auto path"),
+    "adam_loop": ([], "loop", "auto path + Adam(foreach=False), the for-loop update"),
     "adam_fused": ([], "fused", "auto path + Adam(fused=True)"),
 }
 
@@ -153,7 +154,7 @@ class Baseline:
 # ---- The project's Trainer -----------------------------------------------------------------------
 @contextlib.contextmanager
 def adam_kw(kind: str | None):
-    """Patch train._make_optimizer to pass foreach=True or fused=True to Adam (same update rule)."""
+    """Patch train._make_optimizer to use the for-loop ('loop') or fused Adam (same update rule)."""
     if kind is None:
         yield
         return
@@ -162,7 +163,7 @@ def adam_kw(kind: str | None):
     def patched(params, oc):
         if oc.name == "adam":
             return torch.optim.Adam(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay,
-                                    **{kind: True})
+                                    **({"foreach": False} if kind == "loop" else {kind: True}))
         return orig(params, oc)
 
     train_mod._make_optimizer = patched
@@ -260,7 +261,8 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     trainers: dict[str, tuple[train_mod.Trainer, int, str]] = {"project (auto)": (project, args.batch, BASE)}
     for opt in args.options:
         ov, adam, desc = OPTIONS[opt]
-        if opt in SLOW:  # too slow at the full batch here: compared with auto at a small batch
+        if opt in SLOW and args.device == "cpu" and not cpu_has_native_bf16():
+            # emulated, too slow at the full batch here: compared with auto at a small batch
             sb = args.slow_batch
             ref = f"auto @ batch {sb}"
             if ref not in trainers:
@@ -326,7 +328,7 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     med = {name: median(ts) for name, ts in times.items()}
     print(f"\nresult {res}x{res} (median s/step; ratio = reference time / time, per image):")
     print(f"  {'case':<26s} {'batch':>5s} {'s/step':>8s} {'img/s':>8s} {'ratio':>7s} {'vs':<18s} {'GFLOP/s':>8s} "
-          f"{'% fp32 peak':>11s}")
+          f"{'% fp32 peak':>11s} {'% bf16 peak':>11s}")
     for name, t in med.items():
         batch, ref = (args.batch, None) if name == BASE else trainers[name][1:]
         ips = batch / t
@@ -337,7 +339,7 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
             ref_batch = args.batch if ref == BASE else trainers[ref][1]
             rtxt, vs = f"{ips / (ref_batch / med[ref]):.2f}x", ("baseline" if ref == BASE else ref)
         print(f"  {name:<26s} {batch:5d} {t:8.2f} {ips:8.1f} {rtxt:>7s} {vs:<18s} {gf:8.1f} "
-              f"{100 * gf / peaks['fp32']:10.0f}%")
+              f"{100 * gf / peaks['fp32']:10.0f}% {100 * gf / peaks['bf16']:10.0f}%")
     print(f"  (matmul rates, median of the start and each repeat, {args.threads_note}: "
           f"fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s)")
     print(f"HEADLINE {res}px batch {args.batch}: project step {args.batch / med['project (auto)']:.1f} img/s, "

@@ -515,6 +515,21 @@ def test_multiple_sources_are_concatenated(tmp_path):
     assert m["count"] + len(m["skipped"]) == m["files_seen"] == 5
 
 
+def test_overlapping_sources_are_refused_before_anything_is_written(tmp_path):
+    save(tmp_path / "all" / "sub" / "x.png", solid((200, 0, 0), (64, 64)))
+    save(tmp_path / "all" / "y.png", solid((0, 200, 0), (64, 64)))
+    for srcs, msg in [([tmp_path / "all", tmp_path / "all" / "sub"], r"sub is inside source .*all"),
+                      ([tmp_path / "all" / "sub", tmp_path / "all"], r"sub is inside source .*all"),
+                      ([tmp_path / "all", tmp_path / "all"], r"all is given twice")]:
+        with pytest.raises(PrepareError, match=msg):
+            prepare_dataset(srcs, tmp_path / "o", 32, workers=1, progress=False)
+        assert not (tmp_path / "o").exists()
+    # siblings are fine
+    save(tmp_path / "other" / "z.png", solid((0, 0, 200), (64, 64)))
+    m = prepare_dataset([tmp_path / "all", tmp_path / "other"], tmp_path / "o", 32, workers=1, progress=False)
+    assert m["count"] == 3
+
+
 def test_exif_orientation_applied(tmp_path):
     im = Image.new("RGB", (120, 160), (255, 0, 0))
     im.paste((0, 0, 255), (0, 80, 120, 160))  # top red, bottom blue

@@ -425,6 +425,18 @@ def _is_within(child: Path, parent: Path) -> bool:
         return False
 
 
+def _check_no_overlap(sources: Sequence[Path]) -> None:
+    """Refuse a source given twice or inside another: its images would be counted twice."""
+    for i, a in enumerate(sources):
+        for b in sources[i + 1:]:
+            if a == b:
+                raise PrepareError(f"source {a} is given twice; its images would be counted twice")
+            for inner, outer in ((a, b), (b, a)):
+                if outer.is_dir() and _is_within(inner, outer):
+                    raise PrepareError(f"source {inner} is inside source {outer}; its images "
+                                       f"would be counted twice (give only {outer})")
+
+
 def _check_out(out: Path, overwrite: bool, sources: Sequence[Path]) -> None:
     for s in sources:
         if _is_within(s, out.resolve()):
@@ -584,6 +596,7 @@ def prepare_dataset(
     if not raw_sources:
         raise PrepareError("no source given (empty list)")
     resolved = [_resolve_source(s) for s in raw_sources]
+    _check_no_overlap([p for p, _ in resolved])
     out_path = Path(os.path.abspath(Path(out).expanduser()))
     _check_out(out_path, overwrite, [p for p, _ in resolved])
 

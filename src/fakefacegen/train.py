@@ -61,7 +61,10 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 def _make_optimizer(params, oc) -> torch.optim.Optimizer:
     if oc.name == "adam":
-        return torch.optim.Adam(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay)
+        # foreach=True: the multi-tensor update, bitwise equal to the for-loop one and 1.3x faster on
+        # CPU (benchmarks/bench_train.py, "Adam.step() alone"); PyTorch picks it on CUDA by itself.
+        return torch.optim.Adam(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay,
+                                foreach=True)
     return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
 
 
