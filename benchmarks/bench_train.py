@@ -51,6 +51,7 @@ OPTIONS = {
     "cl_off": (["train.channels_last='off'"], None, "channels_last off (NCHW), auto precision"),
     "fp32": (["train.precision=fp32"], None, "fp32 + channels_last (what auto picks without native bf16)"),
     "bf16": (["train.precision=bf16"], None, "bf16 autocast + channels_last"),
+    "gemm_off": (["train.gemm_convs=off"], None, "auto path without the GEMM route for 4x4 maps (gemm_conv.py)"),
     "compile": (["train.compile=true"], None, "torch.compile (inductor) + auto path"),
     "threads1": (["train.threads=1"], None, "1 thread, auto path"),
     "adam_loop": ([], "loop", "auto path + Adam(foreach=False), the for-loop update"),

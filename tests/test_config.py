@@ -29,6 +29,13 @@ def test_overrides_are_typed():
     assert isinstance(cfg.train.steps, int)
 
 
+def test_on_off_switches_read_as_words_not_yaml_booleans():
+    cfg = make_config("celeba64", ["train.channels_last=off", "train.gemm_convs=on", "train.precision=fp32"])
+    assert (cfg.train.channels_last, cfg.train.gemm_convs) == ("off", "on")
+    with pytest.raises(ConfigError, match=r"train\.gemm_convs"):
+        make_config("celeba64", ["train.gemm_convs=sometimes"])
+
+
 @pytest.mark.parametrize("override,field", [
     ("train.batch_size=0", "train.batch_size"), ("model.resolution=100", "model.resolution"),
     ("train.loss=wgan", "train.loss"), ("train.steps=abc", "train.steps"), ("train.nope=1", "train.nope"),

@@ -113,6 +113,9 @@ class TrainConfig:
     """'auto', 'fp32', 'bf16' or 'fp16' (fp16 only on CUDA). auto: bf16 on CPUs with native bf16, AMP on CUDA."""
     channels_last: str = "auto"
     """'auto', 'on' or 'off': NHWC memory format for the convolutions."""
+    gemm_convs: str = "auto"
+    """'auto', 'on' or 'off': the convolutions on 4x4 maps as im2col + matrix multiply under CPU bf16
+    autocast (gemm_conv.py). auto: on where the CPU has native bf16 and the run uses bf16."""
     compile: bool = False
     """torch.compile both networks."""
     threads: int = 0
@@ -142,6 +145,7 @@ class TrainConfig:
             raise ConfigError("train.keep_checkpoints, train.threads and train.ema_start must be >= 0")
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.channels_last", self.channels_last, ("auto", "on", "off"))
+        _choice("train.gemm_convs", self.gemm_convs, ("auto", "on", "off"))
         _choice("train.on_nan", self.on_nan, ("stop", "rollback"))
 
 
@@ -251,7 +255,9 @@ def _coerce(t: Any, v: Any, key: str) -> Any:
     elif t is str:
         if v is None:
             return ""
-        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        if isinstance(v, bool):  # YAML 1.1 reads a bare on/off/yes/no as a bool: 'on'/'off' switches
+            return "on" if v else "off"
+        if isinstance(v, (str, int, float)):
             return str(v)
     raise ConfigError(f"{key} must be {t.__name__}, got {v!r}")
 

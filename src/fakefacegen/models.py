@@ -9,6 +9,7 @@ Two kernel layouts are offered:
 
 Both start G with ``ConvTranspose2d(z_dim, C, 4, 1, 0)`` (1x1 -> 4x4) and end D with
 ``Conv2d(C, 1, 4, 1, 0)`` (4x4 -> 1x1). D returns one logit per image; the loss applies the sigmoid.
+The layers are ``torch.nn``'s with an optional matrix-multiply route for small maps (``gemm_conv``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .gemm_conv import Conv2d, ConvTranspose2d
 
 
 def _kernel(arch: str) -> tuple[int, int, int]:
@@ -51,19 +53,19 @@ class Generator(nn.Module):
         ch = channels(cfg)
         layers: list[nn.Module] = [
             # (N, z, 1, 1) -> (N, ch[0], 4, 4)
-            nn.ConvTranspose2d(cfg.z_dim, ch[0], 4, 1, 0, bias=False),
+            ConvTranspose2d(cfg.z_dim, ch[0], 4, 1, 0, bias=False),
             nn.BatchNorm2d(ch[0]),
             nn.ReLU(inplace=True),
         ]
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             # (N, c_in, s, s) -> (N, c_out, 2s, 2s)
             layers += [
-                nn.ConvTranspose2d(c_in, c_out, k, 2, p, output_padding=op, bias=False),
+                ConvTranspose2d(c_in, c_out, k, 2, p, output_padding=op, bias=False),
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
             ]
         # (N, ch[-1], R/2, R/2) -> (N, 3, R, R)
-        layers += [nn.ConvTranspose2d(ch[-1], 3, k, 2, p, output_padding=op, bias=False), nn.Tanh()]
+        layers += [ConvTranspose2d(ch[-1], 3, k, 2, p, output_padding=op, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     @property
@@ -92,15 +94,15 @@ class Discriminator(nn.Module):
         sn = nn.utils.parametrizations.spectral_norm if cfg.spectral_norm else (lambda m: m)
         use_bn = cfg.d_norm == "batch"
         # (N, 3, R, R) -> (N, ch[0], R/2, R/2)
-        layers: list[nn.Module] = [sn(nn.Conv2d(3, ch[0], k, 2, p, bias=not use_bn)), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [sn(Conv2d(3, ch[0], k, 2, p, bias=not use_bn)), nn.LeakyReLU(0.2, inplace=True)]
         for c_in, c_out in zip(ch[:-1], ch[1:]):
             # (N, c_in, s, s) -> (N, c_out, s/2, s/2)
-            layers.append(sn(nn.Conv2d(c_in, c_out, k, 2, p, bias=not use_bn)))
+            layers.append(sn(Conv2d(c_in, c_out, k, 2, p, bias=not use_bn)))
             if use_bn:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         # (N, ch[-1], 4, 4) -> (N, 1, 1, 1)
-        layers.append(sn(nn.Conv2d(ch[-1], 1, 4, 1, 0, bias=False)))
+        layers.append(sn(Conv2d(ch[-1], 1, 4, 1, 0, bias=False)))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

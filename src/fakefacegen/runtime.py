@@ -86,6 +86,8 @@ class FastPath:
     channels_last: bool
     grad_scaler: bool
     threads: int
+    gemm_max_pixels: int = 0
+    """Convolutions whose small side has at most this many pixels run as matrix multiplies (0 = none)."""
 
     @property
     def precision(self) -> str:
@@ -100,12 +102,17 @@ class FastPath:
         where = cpu_name() if self.device.type == "cpu" else (
             torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type)
         extra = f", cpu capability {cpu_capability()}, {self.threads} threads" if self.device.type == "cpu" else ""
+        gemm = f"; convs on <= {self.gemm_max_pixels} px maps as GEMM" if self.gemm_max_pixels else ""
         return (f"device {self.device} ({where}{extra}); precision {self.precision}; "
-                f"channels_last {'on' if self.channels_last else 'off'}")
+                f"channels_last {'on' if self.channels_last else 'off'}{gemm}")
+
+
+GEMM_MAX_PIXELS = 16
+"""The 4x4 maps at the narrow end of the DCGAN (D's last downsampling, G's first upsampling)."""
 
 
 def choose_fast_path(device: torch.device, precision: str = "auto", channels_last: str = "auto",
-                     threads: int = 0) -> FastPath:
+                     threads: int = 0, gemm_convs: str = "auto") -> FastPath:
     """Resolve 'auto' settings for ``device`` from what the hardware has."""
     if device.type == "cpu":
         n = threads or available_cores()
@@ -131,4 +138,8 @@ def choose_fast_path(device: torch.device, precision: str = "auto", channels_las
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return FastPath(device, dtype, cl, grad_scaler=(dtype is torch.float16 and device.type == "cuda"), threads=n)
+    # The matrix-multiply route only acts under CPU bf16 autocast (gemm_conv.py).
+    gemm_ok = device.type == "cpu" and dtype is torch.bfloat16
+    gemm = gemm_ok and (gemm_convs == "on" or (gemm_convs == "auto" and cpu_has_native_bf16()))
+    return FastPath(device, dtype, cl, grad_scaler=(dtype is torch.float16 and device.type == "cuda"), threads=n,
+                    gemm_max_pixels=GEMM_MAX_PIXELS if gemm else 0)

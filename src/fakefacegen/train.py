@@ -27,6 +27,7 @@ from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, li
                          load_generator_file, prune_checkpoints, save_checkpoint, save_generator)
 from .config import Config
 from .data import FaceDataset, StepBatchSampler, step_generator, to_model_input
+from .gemm_conv import set_gemm_route
 from .images import save_grid, to_uint8
 from .losses import d_loss, g_loss, r1_penalty
 from .models import Discriminator, Generator, build_models, recalibrate_batchnorm
@@ -114,7 +115,7 @@ class Trainer:
 
         # ---- Device and the fast path for it ---------------------------------------------------
         self.device = select_device(device, self.local_rank)
-        self.fast = choose_fast_path(self.device, t.precision, t.channels_last, t.threads)
+        self.fast = choose_fast_path(self.device, t.precision, t.channels_last, t.threads, t.gemm_convs)
 
         # ---- Data ------------------------------------------------------------------------------
         if not cfg.data:
@@ -129,6 +130,8 @@ class Trainer:
         g, d = build_models(cfg.model)
         mf = torch.channels_last if self.fast.channels_last else torch.contiguous_format
         g, d = g.to(self.device, memory_format=mf), d.to(self.device, memory_format=mf)
+        set_gemm_route(g, self.fast.gemm_max_pixels)
+        set_gemm_route(d, self.fast.gemm_max_pixels)
         # The EMA copy is used by rank 0 alone (grids, metrics, export), so it keeps plain BatchNorm:
         # its BN re-estimation there must not wait for the other processes.
         self.g_ema = copy.deepcopy(g).eval().requires_grad_(False) if t.ema > 0 else None
