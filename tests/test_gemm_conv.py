@@ -18,11 +18,11 @@ BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 LAYERS = [
     ("conv", 32, 48, 8, 5, 2, 2, 0),   # reference D, 8x8 -> 4x4
     ("conv", 32, 48, 8, 4, 2, 1, 0),   # tutorial D
-    ("conv", 32, 1, 4, 4, 1, 0, 0),    # D's last layer, 4x4 -> 1x1
+    ("conv", 32, 8, 8, 4, 4, 0, 0),    # 8x8 -> 2x2 (4 pixels, the smallest routed map)
     ("conv", 8, 16, 9, 3, 2, 1, 0),    # odd size
     ("convT", 48, 32, 4, 5, 2, 2, 1),  # reference G, 4x4 -> 8x8
     ("convT", 48, 32, 4, 4, 2, 1, 0),  # tutorial G
-    ("convT", 20, 48, 1, 4, 1, 0, 0),  # G's first layer, z -> 4x4
+    ("convT", 20, 48, 2, 4, 2, 1, 0),  # 2x2 -> 4x4
 ]
 
 
@@ -98,6 +98,12 @@ def test_route_is_taken_only_when_switched_on_under_cpu_bf16_autocast(monkeypatc
         assert run() == ["unfold", "fold"]       # 4x4 output / 4x4 input: small enough
         set_gemm_route(conv, 15), set_gemm_route(convt, 15)
         assert run() == []                       # above the threshold
+        set_gemm_route(conv, 1 << 20)
+        calls.clear()
+        conv1 = make("conv", 8, 1, 4, 1, 0, 0, False)
+        set_gemm_route(conv1, 1 << 20)
+        conv1(torch.randn(2, 8, 4, 4))
+        assert calls == []                       # a 1x1 output (D's last layer): below MIN_PIXELS
         set_gemm_route(conv, 16), set_gemm_route(convt, 16)
     assert run() == []                           # fp32: torch's kernels
 
