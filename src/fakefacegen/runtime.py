@@ -102,7 +102,8 @@ class FastPath:
         where = cpu_name() if self.device.type == "cpu" else (
             torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type)
         extra = f", cpu capability {cpu_capability()}, {self.threads} threads" if self.device.type == "cpu" else ""
-        gemm = f"; convs on <= {self.gemm_max_pixels} px maps as GEMM" if self.gemm_max_pixels else ""
+        gemm = f"; convs on 2x2..{int(self.gemm_max_pixels ** 0.5)}x{int(self.gemm_max_pixels ** 0.5)} maps as GEMM" \
+            if self.gemm_max_pixels else ""
         return (f"device {self.device} ({where}{extra}); precision {self.precision}; "
                 f"channels_last {'on' if self.channels_last else 'off'}{gemm}")
 
