@@ -98,10 +98,9 @@ def test_route_is_taken_only_when_switched_on_under_cpu_bf16_autocast(monkeypatc
         assert run() == ["unfold", "fold"]       # 4x4 output / 4x4 input: small enough
         set_gemm_route(conv, 15), set_gemm_route(convt, 15)
         assert run() == []                       # above the threshold
-        set_gemm_route(conv, 1 << 20)
-        calls.clear()
         conv1 = make("conv", 8, 1, 4, 1, 0, 0, False)
         set_gemm_route(conv1, 1 << 20)
+        calls.clear()
         conv1(torch.randn(2, 8, 4, 4))
         assert calls == []                       # a 1x1 output (D's last layer): below MIN_PIXELS
         set_gemm_route(conv, 16), set_gemm_route(convt, 16)
@@ -114,7 +113,6 @@ def test_models_keep_their_state_dict_and_count_their_layers():
     ref_keys = {k for k in g.state_dict()}
     assert set_gemm_route(g, 16) == 5 and set_gemm_route(d, 16) == 5
     assert set(g.state_dict()) == ref_keys
-    assert all(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in g.modules() if isinstance(m, ConvTranspose2d))
     # a plain-nn checkpoint loads (the layers are the torch.nn ones with another forward)
     plain = nn.ConvTranspose2d(cfg.z_dim, 512, 4, 1, 0, bias=False)
     g.net[0].load_state_dict(plain.state_dict())

@@ -114,7 +114,7 @@ class TrainConfig:
     channels_last: str = "auto"
     """'auto', 'on' or 'off': NHWC memory format for the convolutions."""
     gemm_convs: str = "auto"
-    """'auto', 'on' or 'off': the convolutions on 4x4 maps as im2col + matrix multiply under CPU bf16
+    """'auto', 'on' or 'off': the convolutions on 2x2..4x4 maps as im2col + matrix multiply under CPU bf16
     autocast (gemm_conv.py). auto: on where the CPU has native bf16 and the run uses bf16."""
     compile: bool = False
     """torch.compile both networks."""

@@ -7,15 +7,14 @@ from 8x8 to 4x4 190.6 ms direct vs 142.6 ms as im2col + one matrix multiply (ker
 123.9 vs 93.5 ms), G's 512->256 transposed convolution from 4x4 to 8x8 252.3 vs 197.7 ms (kernel 5;
 kernel 4: 110.0 vs 113.2 ms). On larger maps (16x16 -> 8x8: 56 vs 288 ms) and on 1x1 ends (D's
 512->1 last layer: 5.1 vs 23.1 ms) the direct kernels win, hence the window of 4 to 16 pixels.
-:class:`Conv2d` and
-:class:`ConvTranspose2d` are the ``torch.nn`` layers (same parameters, same state dict) with that
-second route: ``unfold`` + ``matmul`` for a convolution, ``matmul`` + ``fold`` for a transposed one.
+:class:`Conv2d` and :class:`ConvTranspose2d` are the ``torch.nn`` layers (same parameters, same state
+dict) with that second route: ``unfold`` + ``matmul`` for a convolution, ``matmul`` + ``fold`` for a transposed one.
 Both compute the same sums of products, in another order.
 
 The route is off unless :func:`set_gemm_route` turns it on for a model, and even then it is taken
 only under CPU bf16 autocast, for layers whose small side (output of a convolution, input of a
-transposed convolution) has between :data:`MIN_PIXELS` and ``max_pixels`` pixels. ``runtime.choose_fast_path`` decides
-from the CPU whether a training run uses it.
+transposed convolution) has between :data:`MIN_PIXELS` and ``max_pixels`` pixels (:data:`MAX_PIXELS`
+in training). ``runtime.choose_fast_path`` decides from the CPU whether a training run uses it.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ def _cpu_bf16_autocast() -> bool:
 
 MIN_PIXELS = 4
 """Below this (D's 4x4 -> 1x1 end, G's 1x1 noise input) the direct kernels were as fast or faster."""
+MAX_PIXELS = 16
+"""Above this (8x8 maps and larger) the direct kernels were faster."""
 
 
 class _GemmRoute:
@@ -50,7 +51,7 @@ class Conv2d(_GemmRoute, nn.Conv2d):
     """``nn.Conv2d`` with an im2col + matmul route for small outputs (see the module docstring)."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if isinstance(self.padding, str):
+        if not self.gemm_max_pixels or isinstance(self.padding, str):
             return super()._conv_forward(x, weight, bias)
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .gemm_conv import MAX_PIXELS, MIN_PIXELS
+
 
 def cpu_name() -> str:
     try:
@@ -102,14 +104,9 @@ class FastPath:
         where = cpu_name() if self.device.type == "cpu" else (
             torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type)
         extra = f", cpu capability {cpu_capability()}, {self.threads} threads" if self.device.type == "cpu" else ""
-        gemm = f"; convs on 2x2..{int(self.gemm_max_pixels ** 0.5)}x{int(self.gemm_max_pixels ** 0.5)} maps as GEMM" \
-            if self.gemm_max_pixels else ""
+        gemm = f"; convs on {MIN_PIXELS}..{self.gemm_max_pixels} px maps as GEMM" if self.gemm_max_pixels else ""
         return (f"device {self.device} ({where}{extra}); precision {self.precision}; "
                 f"channels_last {'on' if self.channels_last else 'off'}{gemm}")
-
-
-GEMM_MAX_PIXELS = 16
-"""The 4x4 maps at the narrow end of the DCGAN (D's last downsampling, G's first upsampling)."""
 
 
 def choose_fast_path(device: torch.device, precision: str = "auto", channels_last: str = "auto",
@@ -143,4 +140,4 @@ def choose_fast_path(device: torch.device, precision: str = "auto", channels_las
     gemm_ok = device.type == "cpu" and dtype is torch.bfloat16
     gemm = gemm_ok and (gemm_convs == "on" or (gemm_convs == "auto" and cpu_has_native_bf16()))
     return FastPath(device, dtype, cl, grad_scaler=(dtype is torch.float16 and device.type == "cuda"), threads=n,
-                    gemm_max_pixels=GEMM_MAX_PIXELS if gemm else 0)
+                    gemm_max_pixels=MAX_PIXELS if gemm else 0)
