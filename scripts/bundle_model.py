@@ -1,6 +1,6 @@
 """Package a run's generator as the bundled model: EMA weights, float16 safetensors, metrics in metadata.
 
-    python scripts/bundle_model.py RUN_DIR [--eval eval.json] [--out src/fakefacegen/assets/celeba64.safetensors]
+    python scripts/bundle_model.py RUN_DIR|CHECKPOINT [--eval eval.json] [--out src/fakefacegen/assets/celeba64.safetensors]
 
 The checkpoint's EMA generator (BatchNorm statistics re-estimated for the EMA weights) is written in
 float16 with its model config and provenance (images seen, steps, recipe, metrics with their protocol)
@@ -21,12 +21,12 @@ from fakefacegen.generate import load_generator
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory (its latest checkpoint) or one checkpoint file")
     p.add_argument("--eval", default=None, help="JSON written by `fakefacegen evaluate --out`")
     p.add_argument("--out", default="src/fakefacegen/assets/celeba64.safetensors")
     p.add_argument("--name", default="fakefacegen-celeba64")
     a = p.parse_args()
-    ck_path = latest_checkpoint(a.run_dir)
+    ck_path = Path(a.run_dir) if Path(a.run_dir).is_file() else latest_checkpoint(a.run_dir)
     if ck_path is None:
         raise SystemExit(f"error: {a.run_dir}: no checkpoint")
     ck = load_checkpoint(ck_path)

@@ -56,8 +56,8 @@ class TrainingInterrupted(Exception):
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for parameters; buffers are left alone
     (BatchNorm statistics of the EMA copy are re-estimated before it is used)."""
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - decay)
+    # One multi-tensor lerp: on CUDA a handful of kernels instead of one per parameter.
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
 def _make_optimizer(params, oc) -> torch.optim.Optimizer:
@@ -353,14 +353,18 @@ class Trainer:
             # Under torchrun the losses and the stop flag are agreed on by all processes, so they
             # all take the same branch (log, stop, roll back) at the same step.
             # d_real/d_fake/r1 too, so the log describes the global batch, not rank 0's share of it.
-            ld, lg, dx, dgz, r1v, stop_flag = dist.agree([
-                float(loss_d.detach()), float(loss_g.detach()),
-                float(torch.sigmoid(logits_real.detach().float()).mean()),
-                float(torch.sigmoid(logits_fake.detach().float()).mean()), float(r1.detach()),
-                float(self._stop_signal is not None)])
+            # One device->host transfer per step (on a GPU each .item() is a sync): the five statistics
+            # and a flag that is 0 when every weight of D and G is finite.
+            stats = torch.stack([
+                loss_d.detach().float(), loss_g.detach().float(),
+                torch.sigmoid(logits_real.detach().float()).mean(),
+                torch.sigmoid(logits_fake.detach().float()).mean(), r1.detach().float().reshape(()),
+                self._weights_maybe_nonfinite()]).tolist()
+            maybe_bad_w = stats.pop()
+            ld, lg, dx, dgz, r1v, stop_flag = dist.agree([*stats, float(self._stop_signal is not None)])
             if stop_flag and self._stop_signal is None:
                 self._stop_signal = signal.SIGTERM
-            bad_w = self._nonfinite_weights()
+            bad_w = self._nonfinite_weights() if maybe_bad_w else None
             if bad_w or not (math.isfinite(ld) and math.isfinite(lg)):
                 if bad_w:
                     what = f"step {step + 1}: {bad_w} (loss_d {ld}, loss_g {lg})"
@@ -432,6 +436,14 @@ class Trainer:
                          elapsed_s=round(self.elapsed, 1))
 
     # ------------------------------------------------------------------------------------------
+    def _weights_maybe_nonfinite(self) -> torch.Tensor:
+        """0-d float tensor on the device: 1 if some weight of D or G may be NaN/Inf, else 0.
+
+        One multi-tensor norm per network, no sync; a NaN/Inf weight makes its tensor's norm NaN/Inf
+        (a finite tensor whose norm overflows fp32 is a false alarm that _nonfinite_weights clears)."""
+        norms = [n for m in (self.d, self.g) for n in torch._foreach_norm(list(_unwrap(m).parameters()))]
+        return (~torch.isfinite(torch.stack(norms))).any().float()
+
     def _nonfinite_weights(self) -> str | None:
         """'the discriminator weight X is NaN/Inf' (D first: it is updated first in a step), or None.
 
