@@ -71,3 +71,17 @@ def test_missing_and_bad_files(tmp_path):
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_generator(tmp_path / "empty_run")
+
+
+def test_cli_grid_only_writes_one_decodable_grid_and_says_so(tmp_path, capsys):
+    from PIL import Image
+
+    from fakefacegen.cli import main
+
+    path, _ = _tiny(tmp_path)
+    out = tmp_path / "faces"
+    assert main(["generate", str(path), "--n", "6", "--grid-only", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png"]
+    with Image.open(out / "grid.png") as im:
+        assert im.mode == "RGB" and im.width > 32 and im.height > 32
+    assert "wrote a grid of 6 faces to" in capsys.readouterr().out

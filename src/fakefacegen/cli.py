@@ -192,8 +192,11 @@ def cmd_generate(a: argparse.Namespace) -> int:
     files = generate_images(a.model, a.out, n=a.n, seed=a.seed, truncation=a.truncation, grid=not a.no_grid,
                             pngs=not a.grid_only, device=a.device, batch_size=a.batch_size, progress=a.n > 1024)
     grid = [f for f in files if f.name == "grid.png"]
-    print(f"wrote {len(files) - len(grid)} faces to {a.out}/" + (f" and {grid[0]}" if grid else "")
-          + f" in {time.perf_counter() - t0:.1f}s")
+    took = f" in {time.perf_counter() - t0:.1f}s"
+    if a.grid_only:
+        print(f"wrote a grid of {a.n} faces to {grid[0]}{took}")
+    else:
+        print(f"wrote {len(files) - len(grid)} faces to {a.out}/" + (f" and {grid[0]}" if grid else "") + took)
     return 0
 
 
