@@ -32,7 +32,7 @@ VARIANTS: dict[str, tuple[int, list[str]]] = {
                             "d_opt.beta1=0.0", "d_opt.beta2=0.9"]),
     "ema-diffaug-b64": (64, ["train.ema=0.995", "train.ema_start=100", "train.augment=color,translation"]),
     "b64": (64, []),
-    # The bundled model's preset celeba64-cpu: the winner's switches with a longer EMA horizon.
+    # Preset celeba64-cpu (the bundled model until 2026-11-30): the winner's switches with a longer EMA horizon.
     "ema999-diffaug-b64": (64, ["train.ema=0.999", "train.ema_start=1000", "train.augment=color,translation"]),
 }
 # Variants run when --only is not given (the 32k table); the others are opt-in.
