@@ -21,7 +21,7 @@ from fakefacegen.generate import load_generator
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="run directory (its latest checkpoint) or one checkpoint file")
+    p.add_argument("run_dir", help="run directory (its latest checkpoint), one checkpoint file, or a generator .safetensors")
     p.add_argument("--eval", default=None, help="JSON written by `fakefacegen evaluate --out`")
     p.add_argument("--out", default="src/fakefacegen/assets/celeba64.safetensors")
     p.add_argument("--name", default="fakefacegen-celeba64")
@@ -58,6 +58,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(state, model_cfg, out, dtype=torch.float16, meta=meta)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) from {what}")
+
 
 if __name__ == "__main__":
     main()

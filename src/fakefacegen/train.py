@@ -447,13 +447,9 @@ class Trainer:
     def _nonfinite_weights(self) -> str | None:
         """'the discriminator weight X is NaN/Inf' (D first: it is updated first in a step), or None.
 
-        One device sync per network: the per-parameter flags are reduced on the device."""
-        found = []
-        for label, m in (("discriminator", self.d), ("generator", self.g)):
-            params = list(_unwrap(m).named_parameters())
-            ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
-            if not bool(ok.all()):
-                found.append(f"{label} weight {params[int((~ok).nonzero()[0])][0]}")
+        Called only when _weights_maybe_nonfinite raised the flag, to name the weight."""
+        found = [f"{label} weight {name}" for label, m in (("discriminator", self.d), ("generator", self.g))
+                 if (name := _nonfinite_param(m))]
         if not found:
             return None
         return f"the {found[0]} is NaN/Inf" + (f" (and the {found[1]})" if len(found) > 1 else "")
