@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -22,16 +21,7 @@ import torch
 
 from fakefacegen.metrics import FeatureExtractor, fid_from_features, load_inception, preprocess
 from fakefacegen.metrics.features import auto_threads, available_cpus
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from fakefacegen.runtime import cpu_has_native_bf16, cpu_name
 
 
 def timed(fn, repeats: int) -> float:
@@ -71,11 +61,6 @@ def plain_loop(model: torch.nn.Module, images: np.ndarray, device: torch.device)
     return np.concatenate(out)
 
 
-def bf16_is_native() -> bool:
-    cap = torch.backends.cpu.get_cpu_capability()
-    return "AVX512_BF16" in cap or "AMX" in cap  # otherwise bf16 is emulated and slow
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batched", type=int, default=64, help="images for the batched path")
@@ -100,8 +85,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    print(f"cpu: {cpu_model()}")
-    print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()} (native bf16: {bf16_is_native()})")
+    print(f"cpu: {cpu_name()}")
+    print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()} (native bf16: {cpu_has_native_bf16()})")
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
     print(f"threads: torch default {torch.get_num_threads()}, usable cpus {available_cpus()}")
@@ -135,7 +120,7 @@ def main() -> None:
                       f"{args.batched / s:7.2f} images/s")
 
     if args.check_precision:
-        candidates = ["bf16", "fp16"] if device.type == "cuda" else (["bf16"] if bf16_is_native() else [])
+        candidates = ["bf16", "fp16"] if device.type == "cuda" else (["bf16"] if cpu_has_native_bf16() else [])
         if not candidates:
             print("reduced precision: not considered (CPU has no native bf16: AVX512_BF16/AMX absent); fp32 stays")
         n = args.precision_n

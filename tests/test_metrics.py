@@ -402,6 +402,44 @@ def test_real_features_cache_and_invalidation(tmp_path):
     assert evaluate_images(ds, fake, resize="clean", **kw)["protocol"]["real_features_cache"] == "miss"
 
 
+def test_reduced_precision_features_are_recorded_and_cached_apart(tmp_path):
+    net = TinyNet()
+    ds = make_dataset(tmp_path / "ds", random_images(12, seed=21))
+    fake = random_images(12, seed=22)
+    kw = dict(metrics=("fid",), model=net, cache=tmp_path / "cache", progress=False)
+    with pytest.warns(SmallSampleWarning):
+        r32 = evaluate_images(ds, fake, **kw)
+        r16 = evaluate_images(ds, fake, precision="bf16", **kw)
+        again = evaluate_images(ds, fake, precision="bf16", **kw)
+    assert r32["protocol"]["precision"] == "fp32" and r16["protocol"]["precision"] == "bf16"
+    # fp32 real features must not be served to a bf16 evaluation (nor the other way round)
+    assert r16["protocol"]["real_features_cache"] == "miss" and again["protocol"]["real_features_cache"] == "hit"
+    assert r16["fid"] != r32["fid"] and r16["fid"] == pytest.approx(r32["fid"], rel=0.2)
+
+
+def test_cli_evaluate_precision_flag(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from fakefacegen.cli import main
+
+    monkeypatch.setattr(features_mod, "load_inception", lambda *a, **k: TinyNet())
+    ds = make_dataset(tmp_path / "ds", random_images(12, seed=23))
+    folder = tmp_path / "fakes"
+    folder.mkdir()
+    for i, im in enumerate(random_images(12, seed=24)):
+        Image.fromarray(im).save(folder / f"{i:02d}.png")
+    monkeypatch.setenv("FAKEFACEGEN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "m.json"
+    with pytest.warns(SmallSampleWarning):
+        assert main(["evaluate", "--data", str(ds), "--fake", str(folder), "--metrics", "fid", "-n", "12",
+                     "--precision", "bf16", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["protocol"]["precision"] == "bf16" and res["fid"] > 0
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data", str(ds), "--fake", str(folder), "--precision", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
+
+
 def test_evaluate_sources_and_protocol(tmp_path):
     from PIL import Image
 

@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--resize", default="pytorch-fid", help="resize protocol (default pytorch-fid)")
     s.add_argument("--batch-size", type=int, default=50)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="Inception precision: fp32 (default, the protocol's); bf16/fp16 are faster on hardware "
+                        "with native support, are recorded in the result and cached apart, and move FID a little "
+                        "(see benchmarks/README.md)")
     s.add_argument("--out", default=None, help="write the result as JSON here (default: print only)")
 
     # Commands that live in their own modules: each has register(subparsers) -> parser with func set.
@@ -219,7 +223,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
             return G.sample(n, seed, truncation=a.truncation)
 
     res = evaluate_images(a.real, fake, metrics, n=a.n, inception=a.inception, device=a.device,
-                          batch_size=a.batch_size, resize=a.resize)
+                          batch_size=a.batch_size, resize=a.resize, precision=a.precision)
     text = json.dumps(res, indent=2)
     print(text)
     if a.out:
