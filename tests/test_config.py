@@ -40,7 +40,7 @@ def test_on_off_switches_read_as_words_not_yaml_booleans():
     ("train.batch_size=0", "train.batch_size"), ("model.resolution=100", "model.resolution"),
     ("train.loss=wgan", "train.loss"), ("train.steps=abc", "train.steps"), ("train.nope=1", "train.nope"),
     ("g_opt.name=rmsprop", "g_opt.name"), ("train.augment=color,zoom", "train.augment"),
-    ("train.ema=1.5", "train.ema"), ("model.width=-8", "model.width"),
+    ("train.ema=1.5", "train.ema"), ("model.width=-8", "model.width"), ("eval.precision=int8", "eval.precision"),
 ])
 def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

@@ -500,6 +500,26 @@ def test_training_evaluator_computes_real_features_once(tmp_path):
     assert ev2.cache_status == "hit" and net.images_seen == 24
 
 
+def test_trainer_evaluates_during_training_logs_metrics_and_keeps_the_best(dataset32, tmp_path, monkeypatch):
+    from fakefacegen.checkpoint import load_checkpoint
+    from fakefacegen.config import make_config
+    from fakefacegen.train import Trainer
+
+    monkeypatch.setattr(features_mod, "load_inception", lambda *a, **k: TinyNet())
+    monkeypatch.setenv("FAKEFACEGEN_CACHE", str(tmp_path / "cache"))
+    cfg = make_config("debug", ["train.threads=1", "train.steps=4", "eval.every=2", "eval.n=16",
+                                "eval.precision=bf16"], data=str(dataset32))
+    tr = Trainer(cfg, outdir=tmp_path / "runs", progress=False)
+    assert tr.evaluator.extractor.precision == "bf16"
+    run = tr.run()
+    evals = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["fid"] > 0 and r["n"] == 16 and r["protocol"]["precision"] == "bf16" for r in evals)
+    best = min(evals, key=lambda r: r["fid"])
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == best["step"]
+    assert json.loads((run / "config.json").read_text())["eval"]["precision"] == "bf16"
+
+
 # --------------------------------------------------------------------------- real weights
 
 

@@ -159,12 +159,16 @@ class EvalConfig:
     """Metric that picks the 'best' checkpoint: 'fid' or 'kid'."""
     inception: str = ""
     """Path to the Inception weights (empty: FAKEFACEGEN_INCEPTION or the cache)."""
+    precision: str = "fp32"
+    """Inception precision: 'fp32' (the protocol's) or 'bf16'/'fp16' (about 2x faster on CPUs with native
+    bf16, FID within 0.4% there; see benchmarks/README.md)."""
 
     def validate(self) -> None:
         if self.every < 0:
             raise ConfigError(f"eval.every must be >= 0, got {self.every}")
         _positive("eval.n", self.n)
         _choice("eval.metric", self.metric, ("fid", "kid"))
+        _choice("eval.precision", self.precision, ("fp32", "bf16", "fp16"))
 
 
 @dataclass

@@ -170,7 +170,8 @@ class Trainer:
             from .metrics import TrainingEvaluator
 
             self.evaluator = TrainingEvaluator(cfg.data, n=cfg.eval.n, metric=cfg.eval.metric,
-                                               inception=cfg.eval.inception or None, device=str(self.device))
+                                               inception=cfg.eval.inception or None, device=str(self.device),
+                                               precision=cfg.eval.precision)
         self._stop_signal: int | None = None
         self._stop_time = 0.0
 

@@ -179,14 +179,15 @@ class TrainingEvaluator:
     def __init__(self, dataset_dir: Any, n: int, metric: str | Sequence[str] = "fid", inception: str | None = None,
                  device: str | torch.device = "cpu", *, batch_size: int = 32, resize: str = "pytorch-fid",
                  seed: int = 0, cache: bool | str | os.PathLike = True, model: torch.nn.Module | None = None,
-                 progress: bool = False, kid_subsets: int = 100, kid_subset_size: int = 1000):
+                 progress: bool = False, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                 precision: str = "fp32"):
         self.metrics = _normalize_metrics(metric)
         self.n = int(n)
         self.seed = seed
         self.progress = progress
         self.kid = (kid_subsets, kid_subset_size)
         self.extractor = FeatureExtractor(model, inception=inception, device=device, batch_size=batch_size,
-                                          resize=resize)
+                                          resize=resize, precision=precision)
         self.real_source = resolve_source(dataset_dir, self.n, seed, role="real")
         self.real_features, self.cache_status = _real_features(
             self.real_source, self.extractor, cache=cache, real_cache_key=None, progress=progress)
