@@ -11,6 +11,8 @@
 plus prepare on the half-resolution CelebA folder and on both folders at once.
 --stages adds the one-core cost of each step per image (best of 3 passes over the first 500 files,
 bytes already in memory), which bounds what any parallel prepare can reach on this many cores.
+--ceiling adds (d): prepare with its LANCZOS resize swapped for NEAREST (a few us per image). That is
+not a mode anyone should use; it is the ceiling that no faster implementation of the resize can pass.
 
 Needs ../shared/data/celeba/img_align_celeba relative to the repo root (skipped
 with a message if absent).  Prints images/s, ratio, and the pixel agreement of
@@ -152,6 +154,21 @@ def timed(fn, repeats: int):
     return statistics.median(times), statistics.median(cpus), result
 
 
+class _ResizeSwapped:
+    """Within the block, prepare resizes with ``resample`` (its forked workers inherit the swap)."""
+
+    def __init__(self, resample):
+        import fakefacegen.prepare as prepare_module
+
+        self.module, self.resample = prepare_module, resample
+
+    def __enter__(self):
+        self.saved, self.module._RESAMPLE = self.module._RESAMPLE, self.resample
+
+    def __exit__(self, *exc):
+        self.module._RESAMPLE = self.saved
+
+
 def run_prepare(source, size, limit, tmp, tag, **kw):
     out = Path(tmp) / f"{tag}-{time.monotonic_ns()}"
     m = prepare_dataset(source, out, size, progress=False, limit=limit, **kw)
@@ -166,6 +183,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="repeats per measurement (median reported)")
     ap.add_argument("--workers", type=int, default=None, help="prepare workers (default: all cores)")
     ap.add_argument("--stages", action="store_true", help="also time each step per image on one core")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also run prepare with the resize swapped for NEAREST: the bound for a faster resize")
     args = ap.parse_args(argv)
 
     if not CELEBA.is_dir():
@@ -215,6 +234,18 @@ def main(argv=None) -> int:
               f"{m['workers'] * c_naive / c_prep:.1f}x wall (CPU ratio x workers, an upper bound)")
         print(f"pixel agreement vs naive     : draft mean|diff| {mad:.3f} levels (p99 {p99:.0f}); "
               f"exact mean|diff| {mad2:.3f}")
+        if args.ceiling:
+            import multiprocessing as mp
+
+            if workers > 1 and "fork" not in mp.get_all_start_methods():
+                print("(d) resize ceiling: SKIP (needs fork-started workers to carry the swapped filter)")
+            else:
+                with _ResizeSwapped(Image.Resampling.NEAREST):
+                    t_ceil, c_ceil, _ = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "c",
+                                                                  workers=workers), args.repeats)
+                print(f"(d) prepare, resize -> NEAREST: {n / t_ceil:8.1f} ({t_ceil:6.2f} s)  {n / c_ceil:8.1f}"
+                      f"   ceiling for any faster LANCZOS: {t_naive / t_ceil:.2f}x wall "
+                      f"(the resize is {100 * (1 - t_ceil / t_prep):.0f}% of prepare's wall time)")
         if args.stages:
             costs = stage_costs(files, args.size)
             print()
