@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fakefacegen import gemm_conv
 from fakefacegen.config import ModelConfig
 from fakefacegen.gemm_conv import Conv2d, ConvTranspose2d, set_gemm_route
 from fakefacegen.models import build_models
@@ -79,11 +80,38 @@ def test_route_matches_the_convolution_in_value_and_gradient(layer, bias, channe
         assert ((got.double() - want).norm() / want.norm()) < 2e-2
 
 
+@pytest.mark.parametrize("geom", [((5, 5), (2, 2), (2, 2), 8), ((4, 4), (2, 2), (1, 1), 8),
+                                  ((3, 3), (2, 2), (1, 1), 9), ((4, 4), (4, 4), (0, 0), 8)],
+                         ids=lambda g: "k{}s{}p{}-{}".format(g[0][0], g[1][0], g[2][0], g[3]))
+def test_nhwc_unfold_and_fold_match_torch_and_are_adjoint(geom):
+    """The channels-last gather/scatter against torch's NCHW F.unfold / F.fold (exact on integer-valued
+    floats), and gradcheck of both in float64."""
+    kernel, stride, padding, side = geom
+    n, c = 2, 3
+    out = tuple((side + 2 * p - k) // s + 1 for k, s, p in zip(kernel, stride, padding))
+    x = torch.randint(-50, 50, (n, c, side, side)).float()
+    rows = gemm_conv._unfold(x.permute(0, 2, 3, 1), kernel, stride, padding, out)
+    cols = F.unfold(x, kernel, padding=padding, stride=stride)  # (N, C*kh*kw, L), taps in (c, ky, kx) order
+    want = cols.view(n, c, *kernel, -1).permute(0, 4, 2, 3, 1).reshape(rows.shape)  # -> (ky, kx, c)
+    assert torch.equal(rows, want)
+
+    stamps = torch.randint(-50, 50, rows.shape).float()
+    y = gemm_conv._fold(stamps, out, kernel, stride, padding, (side, side))  # the adjoint, back to side x side
+    cols = stamps.view(n, -1, *kernel, c).permute(0, 4, 2, 3, 1).reshape(n, c * kernel[0] * kernel[1], -1)
+    want = F.fold(cols, (side, side), kernel, padding=padding, stride=stride)
+    assert y.shape == (n, side, side, c) and torch.equal(y.permute(0, 3, 1, 2), want)
+
+    xd = torch.randn(n, side, side, c, dtype=torch.float64, requires_grad=True)
+    sd = torch.randn(rows.shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: gemm_conv._unfold(t, kernel, stride, padding, out), (xd,))
+    assert torch.autograd.gradcheck(lambda t: gemm_conv._fold(t, out, kernel, stride, padding, (side, side)), (sd,))
+
+
 def test_route_is_taken_only_when_switched_on_under_cpu_bf16_autocast(monkeypatch):
     calls = []
-    unfold, fold = F.unfold, F.fold
-    monkeypatch.setattr(F, "unfold", lambda *a, **k: calls.append("unfold") or unfold(*a, **k))
-    monkeypatch.setattr(F, "fold", lambda *a, **k: calls.append("fold") or fold(*a, **k))
+    unfold, fold = gemm_conv._unfold, gemm_conv._fold
+    monkeypatch.setattr(gemm_conv, "_unfold", lambda *a: calls.append("unfold") or unfold(*a))
+    monkeypatch.setattr(gemm_conv, "_fold", lambda *a: calls.append("fold") or fold(*a))
     conv, convt = make("conv", 8, 8, 5, 2, 2, 0, False), make("convT", 8, 8, 5, 2, 2, 1, False)
     x8, x4 = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 4, 4)
 
