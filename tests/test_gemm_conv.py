@@ -103,8 +103,13 @@ def test_nhwc_unfold_and_fold_match_torch_and_are_adjoint(geom):
 
     xd = torch.randn(n, side, side, c, dtype=torch.float64, requires_grad=True)
     sd = torch.randn(rows.shape, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: gemm_conv._unfold(t, kernel, stride, padding, out), (xd,))
-    assert torch.autograd.gradcheck(lambda t: gemm_conv._fold(t, out, kernel, stride, padding, (side, side)), (sd,))
+    unfold = lambda t: gemm_conv._unfold(t, kernel, stride, padding, out)  # noqa: E731
+    fold = lambda t: gemm_conv._fold(t, out, kernel, stride, padding, (side, side))  # noqa: E731
+    assert torch.autograd.gradcheck(unfold, (xd,)) and torch.autograd.gradcheck(fold, (sd,))
+    # second order too (the R1 penalty differentiates D's input gradient again), on one image, 2 channels
+    x1 = torch.randn(1, side, side, 2, dtype=torch.float64, requires_grad=True)
+    s1 = torch.randn(out[0] * out[1], kernel[0] * kernel[1] * 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(unfold, (x1,)) and torch.autograd.gradgradcheck(fold, (s1,))
 
 
 def test_route_is_taken_only_when_switched_on_under_cpu_bf16_autocast(monkeypatch):

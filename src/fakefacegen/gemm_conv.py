@@ -85,7 +85,7 @@ class _Unfold(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rows):
         (n, h, w, c), dtype, kernel, stride, (ph, pw), out_hw = ctx.geometry
-        g = _sum_windows(grad_rows.view(n, *out_hw, *kernel, c), (h + 2 * ph, w + 2 * pw), stride)
+        g = _sum_windows(grad_rows.reshape(n, *out_hw, *kernel, c), (h + 2 * ph, w + 2 * pw), stride)
         return g[:, ph:ph + h, pw:pw + w].to(dtype), None, None, None, None
 
 
@@ -99,7 +99,7 @@ class _Fold(torch.autograd.Function):
         n = rows.shape[0] // (in_hw[0] * in_hw[1])
         ctx.geometry = (rows.dtype, in_hw, kernel, stride, padding)
         (ph, pw), (oh, ow) = padding, out_hw
-        y = _sum_windows(rows.view(n, *in_hw, *kernel, c), (oh + 2 * ph, ow + 2 * pw), stride)
+        y = _sum_windows(rows.reshape(n, *in_hw, *kernel, c), (oh + 2 * ph, ow + 2 * pw), stride)
         return y[:, ph:ph + oh, pw:pw + ow]
 
     @staticmethod
