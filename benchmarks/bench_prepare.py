@@ -22,6 +22,7 @@ prepare's output with the naive loop (mean |diff| in 0..255 levels).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import resource
@@ -37,6 +38,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+import fakefacegen.prepare as prepare_module  # noqa: E402
 from fakefacegen.prepare import IMAGE_EXTENSIONS, prepare_dataset  # noqa: E402
 
 CELEBA = REPO.parent / "shared" / "data" / "celeba" / "img_align_celeba"
@@ -154,19 +156,14 @@ def timed(fn, repeats: int):
     return statistics.median(times), statistics.median(cpus), result
 
 
-class _ResizeSwapped:
+@contextlib.contextmanager
+def resize_swapped(resample):
     """Within the block, prepare resizes with ``resample`` (its forked workers inherit the swap)."""
-
-    def __init__(self, resample):
-        import fakefacegen.prepare as prepare_module
-
-        self.module, self.resample = prepare_module, resample
-
-    def __enter__(self):
-        self.saved, self.module._RESAMPLE = self.module._RESAMPLE, self.resample
-
-    def __exit__(self, *exc):
-        self.module._RESAMPLE = self.saved
+    saved, prepare_module._RESAMPLE = prepare_module._RESAMPLE, resample
+    try:
+        yield
+    finally:
+        prepare_module._RESAMPLE = saved
 
 
 def run_prepare(source, size, limit, tmp, tag, **kw):
@@ -240,7 +237,7 @@ def main(argv=None) -> int:
             if workers > 1 and "fork" not in mp.get_all_start_methods():
                 print("(d) resize ceiling: SKIP (needs fork-started workers to carry the swapped filter)")
             else:
-                with _ResizeSwapped(Image.Resampling.NEAREST):
+                with resize_swapped(Image.Resampling.NEAREST):
                     t_ceil, c_ceil, _ = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "c",
                                                                   workers=workers), args.repeats)
                 print(f"(d) prepare, resize -> NEAREST: {n / t_ceil:8.1f} ({t_ceil:6.2f} s)  {n / c_ceil:8.1f}"
