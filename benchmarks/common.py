@@ -9,8 +9,6 @@ therefore times a baseline and its candidates in the same process, interleaved r
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import os
 import statistics
 import sys
@@ -20,12 +18,13 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))  # synthetic_faces: the datasets the tests use
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fakefacegen.runtime import (available_cores, choose_fast_path, cpu_capability,  # noqa: E402
                                  cpu_has_native_bf16, cpu_name)
+from synthetic_faces import make_dataset_dir  # noqa: E402
 
 CELEBA64 = Path("/work/data/celeba64")
 
@@ -111,27 +110,11 @@ def matmul_peaks(repeats: int = 3, n: int = 1024, device: str = "cpu") -> dict[s
     return {**{k: median(v) for k, v in res.items()}, "n_fp32": n, "n_bf16": nb}
 
 
-def make_synthetic_dataset(path: Path, n: int, size: int, seed: int = 0) -> Path:
-    """A prepared-format dataset of smooth random images (as tests/conftest.py makes), without `prepare`."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=(n, 4, 4, 3)).astype(np.float32)
-    t = torch.from_numpy(base).permute(0, 3, 1, 2)
-    imgs = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    arr = imgs.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-    path.mkdir(parents=True, exist_ok=True)
-    np.save(path / "images.npy", arr)
-    manifest = {"format": "fakefacegen-dataset", "format_version": 1, "source": "synthetic", "count": n,
-                "size": size, "crop": "center", "filter": "none",
-                "content_hash": hashlib.sha256(arr.tobytes()).hexdigest(), "skipped": [], "files_seen": n}
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    return path
-
-
 def dataset_for(resolution: int, tmp: Path, n: int = 512) -> tuple[Path, str]:
     """/work/data/celeba64 at 64 px when present, else a synthetic dataset of ``n`` images in ``tmp``."""
     if resolution == 64 and (CELEBA64 / "images.npy").is_file():
         return CELEBA64, f"{CELEBA64} (prepared CelebA)"
-    return make_synthetic_dataset(tmp / f"synthetic{resolution}", n, resolution), f"synthetic {n} images"
+    return make_dataset_dir(tmp / f"synthetic{resolution}", n, resolution), f"synthetic {n} images"
 
 
 def fmt_ratio(a: float, b: float) -> str:

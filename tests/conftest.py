@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from synthetic_faces import make_dataset_dir  # noqa: F401  (tests import it from conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CELEBA = SHARED / "data" / "celeba" / "img_align_celeba"
-
-
-def make_dataset_dir(path: Path, n: int = 64, size: int = 32, seed: int = 0) -> Path:
-    """A prepared-format dataset of smooth random images (what `prepare` writes), without prepare."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=(n, 4, 4, 3)).astype(np.float32)
-    t = torch.from_numpy(base).permute(0, 3, 1, 2)
-    imgs = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    arr = imgs.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-    path.mkdir(parents=True, exist_ok=True)
-    np.save(path / "images.npy", arr)
-    manifest = {"format": "fakefacegen-dataset", "format_version": 1, "source": "synthetic", "count": n,
-                "size": size, "crop": "center", "filter": "none",
-                "content_hash": hashlib.sha256(arr.tobytes()).hexdigest(), "skipped": [], "files_seen": n}
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    return path
 
 
 @pytest.fixture(autouse=True)

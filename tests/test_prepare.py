@@ -436,7 +436,7 @@ def test_overwrite_is_atomic(tmp_path, monkeypatch):
     out = tmp_path / "ds"
     first = prepare_dataset(src, out, 32, workers=1, progress=False)
     # a failure late in the run leaves the old dataset untouched and no temp dirs
-    monkeypatch.setattr(P, "_sha256_rows", lambda a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(P, "content_hash", lambda a: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         prepare_dataset(src, out, 64, workers=1, progress=False, overwrite=True)
     monkeypatch.undo()

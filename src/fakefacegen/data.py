@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .prepare import DatasetFormatError, load_manifest
+from .dataset_format import IMAGES_FILE, DatasetFormatError, open_dataset
 
 
 class FaceDataset(Dataset):
@@ -24,17 +24,9 @@ class FaceDataset(Dataset):
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.manifest = load_manifest(self.root)
-        path = self.root / "images.npy"
-        try:
-            self.images = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as e:
-            raise DatasetFormatError(f"{path}: cannot read the image array ({e})") from None
-        s = self.manifest.get("size")
-        if self.images.ndim != 4 or self.images.shape[1:] != (s, s, 3) or self.images.dtype != np.uint8:
-            raise DatasetFormatError(f"{path}: expected uint8 (N, {s}, {s}, 3), got {self.images.dtype} {self.images.shape}")
+        self.manifest, self.images = open_dataset(self.root)  # validated: uint8 (count, size, size, 3)
         if len(self.images) == 0:
-            raise DatasetFormatError(f"{path}: the dataset holds no images")
+            raise DatasetFormatError(f"{self.root / IMAGES_FILE}: the dataset holds no images")
 
     @property
     def resolution(self) -> int:

@@ -46,16 +46,13 @@ the old dataset only after the new one is complete).
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import multiprocessing as mp
 import os
 import shutil
 import struct
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -66,6 +63,23 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from .dataset_format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    DatasetFormatError,
+    content_hash,
+    create_images,
+    is_fakefacegen_dataset,
+    keep_rows,
+    load_images,
+    load_manifest,
+    publish,
+    staging_dir,
+    write_manifest,
+)
+from .dataset_format import one_line as _one_line
 
 __all__ = [
     "DatasetFormatError",
@@ -78,10 +92,6 @@ __all__ = [
     "prepare_dataset",
 ]
 
-FORMAT_NAME = "fakefacegen-dataset"
-FORMAT_VERSION = 1
-IMAGES_FILE = "images.npy"
-MANIFEST_FILE = "manifest.json"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 # Pillow format names accepted when decoding (JPEG also yields "MPO" images).
 _ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -92,15 +102,10 @@ ALLOWED_SIZES = (32, 64, 128, 256)
 FILTER_NAME = "lanczos"
 _RESAMPLE = Image.Resampling.LANCZOS
 ALPHA_POLICY = "composite-white"
-_REQUIRED_KEYS = ("format", "format_version", "count", "size", "content_hash")
 
 
 class PrepareError(ValueError):
     """Fatal problem with the input of :func:`prepare_dataset` (one-line message)."""
-
-
-class DatasetFormatError(ValueError):
-    """A prepared dataset directory is missing or invalid (one-line message)."""
 
 
 def default_min_side(size: int) -> int:
@@ -189,11 +194,6 @@ def _resolve_source(src: str | os.PathLike) -> tuple[Path, str]:
 # --------------------------------------------------------------------------
 
 _STATE: dict[str, Any] = {}
-
-
-def _one_line(e: BaseException | str, limit: int = 200) -> str:
-    s = " ".join(str(e).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _init_worker(cfg: dict) -> None:
@@ -450,12 +450,7 @@ def _check_out(out: Path, overwrite: bool, sources: Sequence[Path]) -> None:
     if out.is_symlink() or not out.is_dir():
         raise PrepareError(f"refusing to overwrite {out}: not a directory")
     if any(out.iterdir()):
-        try:
-            m = json.loads((out / MANIFEST_FILE).read_text())
-            ok = isinstance(m, dict) and m.get("format") == FORMAT_NAME
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
+        if not is_fakefacegen_dataset(out):
             raise PrepareError(
                 f"refusing to overwrite {out}: not empty and not a fakefacegen dataset (no valid {MANIFEST_FILE})"
             )
@@ -463,76 +458,6 @@ def _check_out(out: Path, overwrite: bool, sources: Sequence[Path]) -> None:
 
 def _label(src_i: int, name: str, multi: bool) -> str:
     return f"{src_i}:{name}" if multi else name
-
-
-def _write_npy_header_inplace(path: Path, count: int, size: int, old_offset: int) -> bool:
-    """Rewrite the .npy header for a new first-axis length; True if done in place."""
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-              "shape": (count, size, size, 3)}
-    )
-    header = buf.getvalue()
-    if len(header) != old_offset:
-        return False
-    with open(path, "r+b") as fh:
-        fh.write(header)
-        fh.truncate(old_offset + count * size * size * 3)
-    return True
-
-
-def _compact(path: Path, keep: np.ndarray, size: int) -> None:
-    """Move the kept rows (sorted indices) to the front of the array, then shrink it."""
-    arr = np.load(path, mmap_mode="r+")
-    offset = arr.offset
-    n_total = arr.shape[0]
-    count = int(keep.size)
-    if count != n_total:
-        # runs of consecutive kept rows -> block moves (dst <= src, front to back)
-        dst = 0
-        breaks = np.flatnonzero(np.diff(keep) != 1) + 1
-        for run in np.split(keep, breaks):
-            if run.size == 0:
-                continue
-            src = int(run[0])
-            if src != dst:
-                step = 2048
-                for k in range(0, run.size, step):
-                    m = min(step, run.size - k)
-                    arr[dst + k : dst + k + m] = arr[src + k : src + k + m]
-            dst += run.size
-        arr.flush()
-    del arr
-    if count != n_total and not _write_npy_header_inplace(path, count, size, offset):
-        # fallback (should not happen with numpy's growth padding): rewrite the file
-        src = np.load(path, mmap_mode="r")
-        tmp = path.with_suffix(".tmp.npy")
-        dst_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
-        for k in range(0, count, 4096):
-            dst_arr[k : k + 4096] = src[k : k + 4096]
-        dst_arr.flush()
-        del dst_arr, src
-        os.replace(tmp, path)
-
-
-def _sha256_rows(arr: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for k in range(0, arr.shape[0], 4096):
-        h.update(np.ascontiguousarray(arr[k : k + 4096]).data)
-    return h.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _mp_context():
@@ -615,13 +540,9 @@ def prepare_dataset(
         raise PrepareError(f"no image files ({'/'.join(IMAGE_EXTENSIONS)}) found in {where}")
 
     # ---- work
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
+    tmp_dir = staging_dir(out_path)
     try:
-        images_path = tmp_dir / IMAGES_FILE
-        arr = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8,
-                                        shape=(files_seen, size, size, 3))
-        del arr
+        images_path = create_images(tmp_dir, files_seen, size)
         cfg = {
             "sources": [(str(p), kind) for p, kind in resolved],
             "images_path": str(images_path),
@@ -701,12 +622,11 @@ def prepare_dataset(
                 draft_decoded += bool(r[3])
                 transposed += bool(r[4])
 
-        _compact(images_path, keep, size)
+        keep_rows(images_path, keep, size)
         final = np.load(images_path, mmap_mode="r")
         assert final.shape == (count, size, size, 3)
-        content_hash = _sha256_rows(final)
+        digest = content_hash(final)
         del final
-        _fsync_path(images_path)
 
         elapsed = time.perf_counter() - t0
         from . import __version__
@@ -734,7 +654,7 @@ def prepare_dataset(
             "exif_transposed": int(transposed),
             "min_side": int(min_side),
             "max_pixels": int(max_pixels),
-            "content_hash": content_hash,
+            "content_hash": digest,
             "files_seen": files_seen,
             "skipped": skipped,
             "converted": dict(sorted(converted.items())),
@@ -743,103 +663,11 @@ def prepare_dataset(
             "images_per_s": round(count / elapsed, 2) if elapsed > 0 else None,
             "fakefacegen_version": __version__,
         }
-        mpath = tmp_dir / MANIFEST_FILE
-        with open(mpath, "w") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_manifest(tmp_dir, manifest)
 
-        # ---- publish atomically
-        old = None
-        if out_path.exists():
-            _check_out(out_path, overwrite, [p for p, _ in resolved])  # re-check (race)
-            old = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.old-", dir=out_path.parent))
-            os.replace(out_path, old / "d")
-        try:
-            os.replace(tmp_dir, out_path)
-        except OSError:
-            if old is not None:  # put the previous dataset back
-                os.replace(old / "d", out_path)
-            raise
-        _fsync_path(out_path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        # ---- publish atomically (re-checking the output: it may have appeared meanwhile)
+        publish(tmp_dir, out_path, before_replace=lambda: _check_out(out_path, overwrite, [p for p, _ in resolved]))
         return manifest
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------
-# reading a prepared dataset
-# --------------------------------------------------------------------------
-
-
-def load_manifest(dataset_dir: str | os.PathLike, *, verify: bool = False) -> dict:
-    """Read and validate ``dataset_dir/manifest.json`` against ``images.npy``.
-
-    Checks that both files exist, the manifest is a fakefacegen-dataset of a
-    supported version, and ``images.npy`` is uint8, C order, shape
-    ``(count, size, size, 3)``.  With ``verify=True`` also recomputes the
-    sha256 content hash.  Raises :class:`DatasetFormatError` (one line).
-    """
-    d = Path(dataset_dir)
-    if not d.is_dir():
-        raise DatasetFormatError(f"dataset directory not found: {d}")
-    mpath = d / MANIFEST_FILE
-    ipath = d / IMAGES_FILE
-    if not mpath.is_file():
-        raise DatasetFormatError(f"{mpath}: missing (not a prepared dataset; run `fakefacegen prepare`)")
-    try:
-        m = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DatasetFormatError(f"{mpath}: unreadable JSON ({_one_line(e, 120)})") from None
-    if not isinstance(m, dict):
-        raise DatasetFormatError(f"{mpath}: not a JSON object")
-    missing = [k for k in _REQUIRED_KEYS if k not in m]
-    if missing:
-        raise DatasetFormatError(f"{mpath}: missing key(s) {', '.join(missing)}")
-    if m["format"] != FORMAT_NAME:
-        raise DatasetFormatError(f"{mpath}: format is {m['format']!r}, expected {FORMAT_NAME!r}")
-    if m["format_version"] != FORMAT_VERSION:
-        raise DatasetFormatError(
-            f"{mpath}: unsupported format_version {m['format_version']!r} (this version reads {FORMAT_VERSION})"
-        )
-    count, size = m["count"], m["size"]
-    if not (isinstance(count, int) and count >= 0 and isinstance(size, int) and size > 0):
-        raise DatasetFormatError(f"{mpath}: invalid count/size {count!r}/{size!r}")
-    if not ipath.is_file():
-        raise DatasetFormatError(f"{ipath}: missing")
-    try:
-        with open(ipath, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            offset = fh.tell()
-    except Exception as e:
-        raise DatasetFormatError(f"{ipath}: not a valid .npy file ({_one_line(e, 120)})") from None
-    expected = (count, size, size, 3)
-    if dtype != np.uint8 or fortran or tuple(shape) != expected:
-        raise DatasetFormatError(
-            f"{ipath}: shape {tuple(shape)} dtype {dtype} fortran={fortran} does not match manifest "
-            f"(expected {expected} uint8 C-order)"
-        )
-    actual_bytes = ipath.stat().st_size - offset
-    if actual_bytes < count * size * size * 3:
-        raise DatasetFormatError(
-            f"{ipath}: truncated ({actual_bytes} data bytes, expected {count * size * size * 3})"
-        )
-    if verify:
-        h = _sha256_rows(np.load(ipath, mmap_mode="r"))
-        if h != m["content_hash"]:
-            raise DatasetFormatError(f"{ipath}: content hash mismatch (manifest {m['content_hash'][:12]}..., data {h[:12]}...)")
-    return m
-
-
-def load_images(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> np.ndarray:
-    """Validate the dataset (see :func:`load_manifest`) and return its images array."""
-    load_manifest(dataset_dir)
-    return np.load(Path(dataset_dir) / IMAGES_FILE, mmap_mode=mmap_mode)

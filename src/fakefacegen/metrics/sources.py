@@ -13,13 +13,14 @@ faces the same way as the real data first.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..dataset_format import IMAGES_FILE, is_dataset_dir, map_images, read_manifest
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SELECTION = "sorted(default_rng(seed).permutation(count)[:n])"
@@ -77,21 +78,16 @@ class Source:
     validate: Callable[[dict[str, Any]], bool] | None = None
 
 
-def _is_dataset_dir(p: Path) -> bool:
-    return (p / "images.npy").is_file() and (p / "manifest.json").is_file()
-
-
 def _dataset_source(root: Path, n: int | None, seed: int) -> Source:
-    manifest = json.loads((root / "manifest.json").read_text())
-    arr = np.load(root / "images.npy", mmap_mode="r")
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"{root / 'images.npy'}: expected uint8 (N, S, S, 3), got {arr.dtype} {arr.shape}")
+    # Read leniently: the statistics need only the pixels and, where present, the count and content_hash.
+    manifest = read_manifest(root)
+    arr = map_images(root)
     if "count" in manifest and int(manifest["count"]) != len(arr):
         raise ValueError(f"{root}: manifest count {manifest['count']} != {len(arr)} images in images.npy")
     idx = select_indices(len(arr), n, seed)
     images = arr if idx is None else Rows(arr, idx)
     content_hash = manifest.get("content_hash")
-    st = (root / "images.npy").stat()
+    st = (root / IMAGES_FILE).stat()
     stat = [st.st_size, st.st_mtime_ns]
 
     def validate(check: dict[str, Any]) -> bool:
@@ -149,7 +145,7 @@ def resolve_source(obj: Any, n: int | None, seed: int = 0, *, role: str = "image
         p = Path(obj).expanduser()
         if not p.is_dir():
             raise FileNotFoundError(f"{role}: {p} is not a directory")
-        return _dataset_source(p, n, seed) if _is_dataset_dir(p) else _folder_source(p, n, seed)
+        return _dataset_source(p, n, seed) if is_dataset_dir(p) else _folder_source(p, n, seed)
     if callable(obj):
         if n is None:
             raise ValueError(f"{role}: a generator callable needs n (how many images to sample)")

@@ -1,0 +1,348 @@
+"""The prepared-dataset format: its file names and fields, validation, reading, and atomic writing.
+
+A dataset is one directory holding two files:
+
+``images.npy``
+    uint8 array of shape ``(N, size, size, 3)``, C order, RGB (NHWC). Read it memory-mapped
+    (:func:`open_dataset`, :func:`load_images`); nothing is decoded when training.
+``manifest.json``
+    A JSON object with at least ``format`` (:data:`FORMAT_NAME`), ``format_version``
+    (:data:`FORMAT_VERSION`), ``count``, ``size`` and ``content_hash`` (sha256 of the pixel bytes in
+    row order, :func:`content_hash`); ``fakefacegen prepare`` adds what it did.
+
+Every problem with a dataset is a :class:`DatasetFormatError` whose message is one line naming the
+file and the problem. Writing is atomic: a dataset is assembled in a hidden staging directory next
+to its destination (:func:`staging_dir`) and renamed into place (:func:`publish`), so a reader sees
+the old dataset or the new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "IMAGES_FILE",
+    "MANIFEST_FILE",
+    "REQUIRED_KEYS",
+    "DatasetFormatError",
+    "one_line",
+    "content_hash",
+    "is_dataset_dir",
+    "is_fakefacegen_dataset",
+    "read_manifest",
+    "load_manifest",
+    "map_images",
+    "open_dataset",
+    "load_images",
+    "staging_dir",
+    "create_images",
+    "keep_rows",
+    "write_manifest",
+    "publish",
+    "write_dataset",
+]
+
+FORMAT_NAME = "fakefacegen-dataset"
+FORMAT_VERSION = 1
+IMAGES_FILE = "images.npy"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_KEYS = ("format", "format_version", "count", "size", "content_hash")
+_HASH_ROWS = 4096  # rows hashed / copied per step, so a memory-mapped array is streamed
+
+
+class DatasetFormatError(ValueError):
+    """A prepared dataset directory is missing or invalid (one-line message)."""
+
+
+def one_line(e: BaseException | str, limit: int = 200) -> str:
+    """``e`` as a single line of at most ``limit`` characters (whitespace runs collapsed)."""
+    s = " ".join(str(e).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def content_hash(images: np.ndarray) -> str:
+    """sha256 hex digest of the pixel bytes in row order (streamed, so a memmap stays on disk)."""
+    h = hashlib.sha256()
+    for k in range(0, images.shape[0], _HASH_ROWS):
+        h.update(np.ascontiguousarray(images[k : k + _HASH_ROWS]).data)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------
+
+
+def is_dataset_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds both files of the format (their contents are not checked)."""
+    p = Path(path)
+    return (p / IMAGES_FILE).is_file() and (p / MANIFEST_FILE).is_file()
+
+
+def read_manifest(dataset_dir: str | os.PathLike) -> dict[str, Any]:
+    """``manifest.json`` as a dict, with no check of its fields (see :func:`load_manifest` for those)."""
+    mpath = Path(dataset_dir) / MANIFEST_FILE
+    if not mpath.is_file():
+        raise DatasetFormatError(f"{mpath}: missing (not a prepared dataset; run `fakefacegen prepare`)")
+    try:
+        m = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DatasetFormatError(f"{mpath}: unreadable JSON ({one_line(e, 120)})") from None
+    if not isinstance(m, dict):
+        raise DatasetFormatError(f"{mpath}: not a JSON object")
+    return m
+
+
+def is_fakefacegen_dataset(dataset_dir: str | os.PathLike) -> bool:
+    """Whether ``dataset_dir`` has a readable manifest naming this format (safe to replace)."""
+    try:
+        return read_manifest(dataset_dir).get("format") == FORMAT_NAME
+    except DatasetFormatError:
+        return False
+
+
+def _check_fields(m: dict[str, Any], mpath: Path) -> None:
+    missing = [k for k in REQUIRED_KEYS if k not in m]
+    if missing:
+        raise DatasetFormatError(f"{mpath}: missing key(s) {', '.join(missing)}")
+    if m["format"] != FORMAT_NAME:
+        raise DatasetFormatError(f"{mpath}: format is {m['format']!r}, expected {FORMAT_NAME!r}")
+    if m["format_version"] != FORMAT_VERSION:
+        raise DatasetFormatError(
+            f"{mpath}: unsupported format_version {m['format_version']!r} (this version reads {FORMAT_VERSION})"
+        )
+    count, size = m["count"], m["size"]
+    if not (isinstance(count, int) and count >= 0 and isinstance(size, int) and size > 0):
+        raise DatasetFormatError(f"{mpath}: invalid count/size {count!r}/{size!r}")
+
+
+def _check_images_header(ipath: Path, count: int, size: int) -> None:
+    if not ipath.is_file():
+        raise DatasetFormatError(f"{ipath}: missing")
+    try:
+        with open(ipath, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+    except Exception as e:
+        raise DatasetFormatError(f"{ipath}: not a valid .npy file ({one_line(e, 120)})") from None
+    expected = (count, size, size, 3)
+    if dtype != np.uint8 or fortran or tuple(shape) != expected:
+        raise DatasetFormatError(
+            f"{ipath}: shape {tuple(shape)} dtype {dtype} fortran={fortran} does not match manifest "
+            f"(expected {expected} uint8 C-order)"
+        )
+    actual_bytes = ipath.stat().st_size - offset
+    if actual_bytes < count * size * size * 3:
+        raise DatasetFormatError(
+            f"{ipath}: truncated ({actual_bytes} data bytes, expected {count * size * size * 3})"
+        )
+
+
+def load_manifest(dataset_dir: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
+    """Read and validate ``dataset_dir/manifest.json`` against ``images.npy``.
+
+    Checks that both files exist, the manifest is a fakefacegen-dataset of a
+    supported version, and ``images.npy`` is uint8, C order, shape
+    ``(count, size, size, 3)``.  With ``verify=True`` also recomputes the
+    sha256 content hash.  Raises :class:`DatasetFormatError` (one line).
+    """
+    d = Path(dataset_dir)
+    if not d.is_dir():
+        raise DatasetFormatError(f"dataset directory not found: {d}")
+    m = read_manifest(d)
+    _check_fields(m, d / MANIFEST_FILE)
+    ipath = d / IMAGES_FILE
+    _check_images_header(ipath, m["count"], m["size"])
+    if verify:
+        h = content_hash(np.load(ipath, mmap_mode="r"))
+        if h != m["content_hash"]:
+            raise DatasetFormatError(
+                f"{ipath}: content hash mismatch (manifest {m['content_hash'][:12]}..., data {h[:12]}...)"
+            )
+    return m
+
+
+def map_images(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> np.ndarray:
+    """``images.npy`` memory-mapped (or loaded, ``mmap_mode=None``), checked to be uint8 (N, H, W, 3)."""
+    path = Path(dataset_dir) / IMAGES_FILE
+    try:
+        arr = np.load(path, mmap_mode=mmap_mode)
+    except (OSError, ValueError) as e:
+        raise DatasetFormatError(f"{path}: cannot read the image array ({one_line(e, 120)})") from None
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise DatasetFormatError(f"{path}: expected uint8 (N, S, S, 3), got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def open_dataset(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> tuple[dict[str, Any], np.ndarray]:
+    """The validated manifest (:func:`load_manifest`) and the images (:func:`map_images`) of a dataset."""
+    manifest = load_manifest(dataset_dir)
+    return manifest, map_images(dataset_dir, mmap_mode)
+
+
+def load_images(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> np.ndarray:
+    """Validate the dataset (see :func:`load_manifest`) and return its images array."""
+    return open_dataset(dataset_dir, mmap_mode)[1]
+
+
+# --------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------
+
+
+def staging_dir(out: Path) -> Path:
+    """A new hidden directory next to ``out`` in which to assemble a dataset before :func:`publish`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def create_images(dataset_dir: Path, count: int, size: int) -> Path:
+    """Allocate ``images.npy`` for ``count`` images of ``size`` (zeros), to be filled through a memmap."""
+    path = dataset_dir / IMAGES_FILE
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+    del arr
+    return path
+
+
+def _rewrite_header_inplace(path: Path, count: int, size: int, old_offset: int) -> bool:
+    """Rewrite the .npy header for a new first-axis length; True if done in place."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (count, size, size, 3)}
+    )
+    header = buf.getvalue()
+    if len(header) != old_offset:
+        return False
+    with open(path, "r+b") as fh:
+        fh.write(header)
+        fh.truncate(old_offset + count * size * size * 3)
+    return True
+
+
+def keep_rows(path: Path, keep: np.ndarray, size: int) -> None:
+    """Move the kept rows (sorted indices) of ``images.npy`` at ``path`` to the front, then shrink it."""
+    arr = np.load(path, mmap_mode="r+")
+    offset = arr.offset
+    n_total = arr.shape[0]
+    count = int(keep.size)
+    if count != n_total:
+        # runs of consecutive kept rows -> block moves (dst <= src, front to back)
+        dst = 0
+        breaks = np.flatnonzero(np.diff(keep) != 1) + 1
+        for run in np.split(keep, breaks):
+            if run.size == 0:
+                continue
+            src = int(run[0])
+            if src != dst:
+                step = 2048
+                for k in range(0, run.size, step):
+                    m = min(step, run.size - k)
+                    arr[dst + k : dst + k + m] = arr[src + k : src + k + m]
+            dst += run.size
+        arr.flush()
+    del arr
+    if count != n_total and not _rewrite_header_inplace(path, count, size, offset):
+        # fallback (should not happen with numpy's growth padding): rewrite the file
+        src_arr = np.load(path, mmap_mode="r")
+        tmp = path.with_suffix(".tmp.npy")
+        dst_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+        for k in range(0, count, _HASH_ROWS):
+            dst_arr[k : k + _HASH_ROWS] = src_arr[k : k + _HASH_ROWS]
+        dst_arr.flush()
+        del dst_arr, src_arr
+        os.replace(tmp, path)
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_manifest(dataset_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` (indented JSON, fsync'd) into a staging directory; fsync ``images.npy`` too."""
+    _fsync_path(dataset_dir / IMAGES_FILE)
+    with open(dataset_dir / MANIFEST_FILE, "w") as fh:
+        json.dump(manifest, fh, indent=1)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def publish(staged: Path, out: Path, *, before_replace: Callable[[], None] | None = None) -> None:
+    """Rename the complete dataset ``staged`` to ``out`` atomically, replacing an existing ``out``.
+
+    An existing ``out`` is moved aside first (after ``before_replace()``, a last check that may
+    raise) and deleted only once the new dataset is in place; if the rename fails it is put back.
+    """
+    old = None
+    if out.exists():
+        if before_replace is not None:
+            before_replace()
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "d")
+    try:
+        os.replace(staged, out)
+    except OSError:
+        if old is not None:  # put the previous dataset back
+            os.replace(old / "d", out)
+        raise
+    _fsync_path(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_dataset(out: str | os.PathLike, images: np.ndarray, **fields: Any) -> dict[str, Any]:
+    """Write uint8 ``images`` (N, S, S, 3) as a dataset at ``out`` atomically; returns the manifest.
+
+    The manifest holds the format's own fields, then ``fields`` (e.g. ``source=...``). An existing
+    ``out`` is replaced only if it is empty or a dataset of this format.
+    """
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3:
+        raise DatasetFormatError(f"{out}: expected uint8 (N, S, S, 3) images, got {images.dtype} {images.shape}")
+    out_path = Path(os.path.abspath(Path(out).expanduser()))
+
+    def replaceable() -> None:
+        if any(out_path.iterdir()) and not is_fakefacegen_dataset(out_path):
+            raise DatasetFormatError(f"{out_path}: exists and is not empty nor a dataset; not replaced")
+
+    if out_path.exists() and not out_path.is_dir():
+        raise DatasetFormatError(f"{out_path}: exists and is not a directory")
+    if out_path.exists():
+        replaceable()
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "count": int(images.shape[0]),
+                "size": int(images.shape[1]), "dtype": "uint8", "layout": "NHWC RGB",
+                "content_hash": content_hash(images), **fields}
+    staged = staging_dir(out_path)
+    try:
+        np.save(staged / IMAGES_FILE, images)
+        write_manifest(staged, manifest)
+        publish(staged, out_path, before_replace=replaceable)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    return manifest
