@@ -24,6 +24,7 @@ from fakefacegen.prepare import (
     load_manifest,
     prepare_dataset,
 )
+from fakefacegen.prepare import workers as prepare_workers
 
 REPO = Path(__file__).resolve().parents[1]
 CELEBA = REPO.parent / "shared" / "data" / "celeba" / "img_align_celeba"
@@ -344,7 +345,7 @@ def test_vanished_and_permission_denied(tmp_path, monkeypatch):
     src = tmp_path / "s"
     for name in ("a.jpg", "gone.jpg", "locked.jpg", "z.jpg"):
         save(src / name, noise(64, 64), "JPEG")
-    real = P._read_bytes
+    real = prepare_workers.read_bytes
 
     def flaky(source, kind, name):
         if name == "gone.jpg":
@@ -353,7 +354,7 @@ def test_vanished_and_permission_denied(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", name)
         return real(source, kind, name)
 
-    monkeypatch.setattr(P, "_read_bytes", flaky)
+    monkeypatch.setattr(prepare_workers, "read_bytes", flaky)
     m = prepare_dataset(src, tmp_path / "o", 32, workers=1, progress=False)
     reasons = {s["path"]: s["reason"] for s in m["skipped"]}
     assert reasons["gone.jpg"].startswith("vanished")

@@ -48,6 +48,7 @@ __all__ = [
     "staging_dir",
     "create_images",
     "keep_rows",
+    "fsync_path",
     "write_manifest",
     "publish",
     "write_dataset",
@@ -269,7 +270,8 @@ def keep_rows(path: Path, keep: np.ndarray, size: int) -> None:
         os.replace(tmp, path)
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory so a rename that follows is durable; errors are ignored."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -283,8 +285,7 @@ def _fsync_path(path: Path) -> None:
 
 
 def write_manifest(dataset_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` (indented JSON, fsync'd) into a staging directory; fsync ``images.npy`` too."""
-    _fsync_path(dataset_dir / IMAGES_FILE)
+    """Write ``manifest.json`` (indented JSON, fsync'd) into a staging directory."""
     with open(dataset_dir / MANIFEST_FILE, "w") as fh:
         json.dump(manifest, fh, indent=1)
         fh.write("\n")
@@ -310,7 +311,7 @@ def publish(staged: Path, out: Path, *, before_replace: Callable[[], None] | Non
         if old is not None:  # put the previous dataset back
             os.replace(old / "d", out)
         raise
-    _fsync_path(out.parent)
+    fsync_path(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -340,6 +341,7 @@ def write_dataset(out: str | os.PathLike, images: np.ndarray, **fields: Any) -> 
     staged = staging_dir(out_path)
     try:
         np.save(staged / IMAGES_FILE, images)
+        fsync_path(staged / IMAGES_FILE)
         write_manifest(staged, manifest)
         publish(staged, out_path, before_replace=replaceable)
     finally:
