@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fakefacegen.augment import color, cutout, diff_augment, translation
-from fakefacegen.losses import d_loss, g_loss, r1_penalty
+from fakefacegen.losses import d_loss, g_loss, gradient_penalty
 from fakefacegen.train import update_ema
 
 
@@ -43,7 +43,7 @@ def test_r1_matches_finite_differences():
     net = net.double()
     net(x)
     xr = x.clone().requires_grad_(True)
-    got = r1_penalty(net(xr).flatten(), xr).item()
+    got = gradient_penalty(net(xr).flatten(), xr).item()
     eps, total = 1e-6, 0.0
     for i in range(2):
         grad = torch.zeros_like(x[i])

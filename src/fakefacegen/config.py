@@ -30,13 +30,25 @@ class ModelConfig:
     width: int = 64
     """Feature maps of G's last hidden layer and D's first layer; doubled per block towards 4x4."""
     arch: str = "reference"
-    """'reference' (kernel 5, padding 2) or 'tutorial' (kernel 4, padding 1, as the PyTorch tutorial)."""
+    """The model family. DCGAN: 'reference' (kernel 5, padding 2) or 'tutorial' (kernel 4, padding 1, as
+    the PyTorch tutorial). 'style': the modern family of stylegan.py (mapping network, modulated
+    convolutions, residual D; w has z_dim dimensions)."""
+    max_width: int = 256
+    """'style' only: the most feature maps of any layer (width doubles per halving of the resolution up to it)."""
+    mapping_layers: int = 2
+    """'style' only: fully connected layers of the mapping network z -> w."""
     init: str = "dcgan"
-    """'dcgan': weights N(0, 0.02), BN gamma N(1, 0.02); 'default': PyTorch's own init."""
+    """DCGAN only: 'dcgan': weights N(0, 0.02), BN gamma N(1, 0.02); 'default': PyTorch's own init.
+    (The 'style' family always uses its equalised-learning-rate init.)"""
     d_norm: str = "batch"
-    """Normalisation in D after the first layer: 'batch' or 'none'."""
+    """DCGAN only: normalisation in D after the first layer: 'batch' or 'none'."""
     spectral_norm: bool = False
-    """Spectral normalisation on every D layer (Miyato et al. 2018)."""
+    """DCGAN only: spectral normalisation on every D layer (Miyato et al. 2018)."""
+
+    @property
+    def family(self) -> str:
+        """'dcgan' or 'style'."""
+        return "style" if self.arch == "style" else "dcgan"
 
     def validate(self) -> None:
         r = self.resolution
@@ -44,7 +56,11 @@ class ModelConfig:
             raise ConfigError(f"model.resolution must be a power of two from 32 to 256, got {r}")
         _positive("model.z_dim", self.z_dim)
         _positive("model.width", self.width)
-        _choice("model.arch", self.arch, ("reference", "tutorial"))
+        _choice("model.arch", self.arch, ("reference", "tutorial", "style"))
+        _positive("model.max_width", self.max_width)
+        _positive("model.mapping_layers", self.mapping_layers)
+        if self.arch == "style" and self.spectral_norm:
+            raise ConfigError("model.spectral_norm applies to the DCGAN family only (model.arch=style has none)")
         _choice("model.init", self.init, ("dcgan", "default"))
         _choice("model.d_norm", self.d_norm, ("batch", "none"))
 
@@ -95,8 +111,10 @@ class TrainConfig:
     """DiffAugment policies applied to real and fake before D: comma list of color, translation, cutout."""
     r1_gamma: float = 0.0
     """R1 gradient penalty weight on real images (0 = off)."""
+    r2_gamma: float = 0.0
+    """R2 gradient penalty weight on generated images (0 = off), on the same lazy schedule as R1."""
     r1_every: int = 16
-    """Lazy R1: apply every N steps with the penalty scaled by N."""
+    """Lazy R1/R2: apply every N steps with the penalty scaled by N."""
     seed: int = 0
     """Seeds noise, data order, flips and augmentation; the same seed repeats a run bit for bit on CPU."""
     flip: bool = True
@@ -137,8 +155,9 @@ class TrainConfig:
             raise ConfigError(f"train.ema must be in [0, 1), got {self.ema}")
         for p in filter(None, self.augment.split(",")):
             _choice("train.augment", p.strip(), ("color", "translation", "cutout"))
-        if self.r1_gamma < 0:
-            raise ConfigError(f"train.r1_gamma must be >= 0, got {self.r1_gamma}")
+        for n in ("r1_gamma", "r2_gamma"):
+            if getattr(self, n) < 0:
+                raise ConfigError(f"train.{n} must be >= 0, got {getattr(self, n)}")
         for n in ("r1_every", "log_every", "sample_every", "ckpt_every"):
             _positive(f"train.{n}", getattr(self, n))
         if self.keep_checkpoints < 0 or self.threads < 0 or self.ema_start < 0:

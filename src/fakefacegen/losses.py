@@ -38,10 +38,11 @@ def g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): E ||grad_x D(x)||^2 over real x (caller multiplies by gamma / 2).
+def gradient_penalty(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 over the images (the caller multiplies by gamma / 2): R1 (Mescheder et al.
+    2018) on real images, R2 on generated ones.
 
-    ``real_images`` must have requires_grad=True and ``real_logits`` must come from them.
+    ``images`` must have requires_grad=True and ``logits`` must come from them.
     """
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_images, create_graph=True)
+    (grad,) = torch.autograd.grad(logits.float().sum(), images, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(1).mean()

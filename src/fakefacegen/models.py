@@ -126,8 +126,21 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_models(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
-    """Both networks, initialised as the config says."""
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """G of the family ``cfg.arch`` names (weights as constructed: see build_models for the DCGAN init)."""
+    if cfg.family == "style":
+        from .stylegan import StyleGenerator
+
+        return StyleGenerator(cfg)
+    return Generator(cfg)
+
+
+def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """Both networks of the family ``cfg.arch`` names, initialised as the config says."""
+    if cfg.family == "style":
+        from .stylegan import ResidualDiscriminator, StyleGenerator
+
+        return StyleGenerator(cfg), ResidualDiscriminator(cfg)
     g, d = Generator(cfg), Discriminator(cfg)
     if cfg.init == "dcgan":
         init_weights(g)

@@ -29,7 +29,7 @@ from .config import Config
 from .data import FaceDataset, StepBatchSampler, step_generator, to_model_input
 from .gemm_conv import set_gemm_route
 from .images import save_grid, to_uint8
-from .losses import d_loss, g_loss, r1_penalty
+from .gan_step import GANStep
 from .models import Discriminator, Generator, build_models, recalibrate_batchnorm
 from .plots import plot_run
 from .runtime import choose_fast_path, select_device
@@ -148,6 +148,7 @@ class Trainer:
         if t.compile:
             g, d = torch.compile(g), torch.compile(d)
         self.g, self.d = dist.wrap(g, self.device), dist.wrap(d, self.device)
+        self.gan_step = GANStep(self.g, self.d, self.opt_g, self.opt_d, self.scaler, self.fast.autocast, t)
 
         # ---- Run directory (rank 0 writes; everyone knows where it is) ---------------------------
         self.lock: RunLock | None = None
@@ -298,7 +299,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
-        acc = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "r1": 0.0, "n": 0}
+        acc = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "r1": 0.0, "r2": 0.0, "n": 0}
         tick, tick_images = time.perf_counter(), 0
         steps_this_process = 0
         while self.step < t.steps:
@@ -319,36 +320,8 @@ class Trainer:
                 # Draws for the global batch, sliced to this process's rows (as flips and noise).
                 return diff_augment(x, t.augment, aug_gen, rows=(lo, t.batch_size)) if t.augment else x
 
-            # ---- (1) Update D: maximise log D(x) + log(1 - D(G(z))) (or the hinge/LS objective) --
-            self.opt_d.zero_grad(set_to_none=True)
-            do_r1 = t.r1_gamma > 0 and step % t.r1_every == 0
-            with fast.autocast():
-                fake = self.g(z)
-                if do_r1:
-                    real.requires_grad_(True)
-                logits_real = self.d(aug(real))
-                logits_fake = self.d(aug(fake.detach()))
-                loss_d = d_loss(logits_real, logits_fake, t.loss, real_label=t.real_label, fake_label=t.fake_label)
-            r1 = torch.zeros((), device=dev)
-            if do_r1:
-                # Lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every.
-                r1 = r1_penalty(logits_real, real)
-                loss_d = loss_d + (t.r1_gamma / 2) * r1 * t.r1_every
-            self.scaler.scale(loss_d).backward()
-            self.scaler.step(self.opt_d)
-
-            # ---- (2) Update G: maximise log D(G(z)) (non-saturating) ---------------------------
-            self.opt_g.zero_grad(set_to_none=True)
-            # D only passes gradients through to G here: freezing its weights skips their gradients
-            # (and, under DDP, no_sync skips an all-reduce of gradients nobody uses).
-            self.d.requires_grad_(False)
-            with dist.no_sync(self.d), fast.autocast():
-                logits_gen = self.d(aug(fake))
-                loss_g = g_loss(logits_gen, t.loss)
-                self.scaler.scale(loss_g).backward()
-            self.d.requires_grad_(True)
-            self.scaler.step(self.opt_g)
-            self.scaler.update()
+            # ---- The GAN step: D phase (with the lazy R1/R2 when due), then G phase ---------------
+            out = self.gan_step(step, real, z, aug)
 
             # ---- Divergence check: at once, before anything is saved -------------------------------
             # Under torchrun the losses and the stop flag are agreed on by all processes, so they
@@ -357,12 +330,12 @@ class Trainer:
             # One device->host transfer per step (on a GPU each .item() is a sync): the five statistics
             # and a flag that is 0 when every weight of D and G is finite.
             stats = torch.stack([
-                loss_d.detach().float(), loss_g.detach().float(),
-                torch.sigmoid(logits_real.detach().float()).mean(),
-                torch.sigmoid(logits_fake.detach().float()).mean(), r1.detach().float().reshape(()),
-                self._weights_maybe_nonfinite()]).tolist()
+                out.loss_d.detach().float(), out.loss_g.detach().float(),
+                torch.sigmoid(out.logits_real.detach().float()).mean(),
+                torch.sigmoid(out.logits_fake.detach().float()).mean(), out.r1.detach().float().reshape(()),
+                out.r2.detach().float().reshape(()), self._weights_maybe_nonfinite()]).tolist()
             maybe_bad_w = stats.pop()
-            ld, lg, dx, dgz, r1v, stop_flag = dist.agree([*stats, float(self._stop_signal is not None)])
+            ld, lg, dx, dgz, r1v, r2v, stop_flag = dist.agree([*stats, float(self._stop_signal is not None)])
             if stop_flag and self._stop_signal is None:
                 self._stop_signal = signal.SIGTERM
             bad_w = self._nonfinite_weights() if maybe_bad_w else None
@@ -387,6 +360,7 @@ class Trainer:
             acc["d_real"] += dx
             acc["d_fake"] += dgz
             acc["r1"] += r1v
+            acc["r2"] += r2v
             acc["n"] += 1
             tick_images += t.batch_size
 
@@ -397,8 +371,9 @@ class Trainer:
                 rec = {"kind": "train", "step": self.step, "images_seen": self.images_seen,
                        **{k: acc[k] / acc["n"] for k in ("loss_d", "loss_g", "d_real", "d_fake")},
                        "img_per_s": tick_images / max(now - tick, 1e-9), "elapsed_s": round(self.elapsed, 2)}
-                if t.r1_gamma:
-                    rec["r1"] = acc["r1"] / acc["n"]
+                for reg in ("r1", "r2"):
+                    if getattr(t, f"{reg}_gamma"):
+                        rec[reg] = acc[reg] / acc["n"]
                 acc = dict.fromkeys(acc, 0.0)
                 acc["n"] = 0
                 tick, tick_images = now, 0
