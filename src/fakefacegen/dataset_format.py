@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -59,6 +59,7 @@ FORMAT_VERSION = 1
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
 REQUIRED_KEYS = ("format", "format_version", "count", "size", "content_hash")
+MmapMode = Literal["r", "r+", "w+", "c"]
 _HASH_ROWS = 4096  # rows hashed / copied per step, so a memory-mapped array is streamed
 
 
@@ -178,7 +179,7 @@ def load_manifest(dataset_dir: str | os.PathLike, *, verify: bool = False) -> di
     return m
 
 
-def map_images(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> np.ndarray:
+def map_images(dataset_dir: str | os.PathLike, mmap_mode: MmapMode | None = "r") -> np.ndarray:
     """``images.npy`` memory-mapped (or loaded, ``mmap_mode=None``), checked to be uint8 (N, H, W, 3)."""
     path = Path(dataset_dir) / IMAGES_FILE
     try:
@@ -190,13 +191,13 @@ def map_images(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> n
     return arr
 
 
-def open_dataset(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> tuple[dict[str, Any], np.ndarray]:
+def open_dataset(dataset_dir: str | os.PathLike, mmap_mode: MmapMode | None = "r") -> tuple[dict[str, Any], np.ndarray]:
     """The validated manifest (:func:`load_manifest`) and the images (:func:`map_images`) of a dataset."""
     manifest = load_manifest(dataset_dir)
     return manifest, map_images(dataset_dir, mmap_mode)
 
 
-def load_images(dataset_dir: str | os.PathLike, mmap_mode: str | None = "r") -> np.ndarray:
+def load_images(dataset_dir: str | os.PathLike, mmap_mode: MmapMode | None = "r") -> np.ndarray:
     """Validate the dataset (see :func:`load_manifest`) and return its images array."""
     return open_dataset(dataset_dir, mmap_mode)[1]
 
