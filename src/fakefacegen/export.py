@@ -64,7 +64,8 @@ def _require_onnx() -> tuple[Any, Any]:
 
 
 def _export_module(G: LoadedGenerator) -> torch.nn.Module:
-    """A CPU float32 copy of G's network without the Python shape check (it would be traced as a constant)."""
+    """A CPU float32 copy of G's network without the Python shape check (it would be traced as a constant),
+    its output clamped to [-1, 1] as pixels are (the style family's output is not squashed by a tanh)."""
     import copy
 
     import torch
@@ -75,9 +76,9 @@ def _export_module(G: LoadedGenerator) -> torch.nn.Module:
             self.net = net
 
         def forward(self, z: torch.Tensor) -> torch.Tensor:
-            return self.net(z[:, :, None, None])
+            return self.net.traceable_forward(z).clamp(-1.0, 1.0)
 
-    net = copy.deepcopy(G.net.net).to("cpu", torch.float32).eval().requires_grad_(False)
+    net = copy.deepcopy(G.net).to("cpu", torch.float32).eval().requires_grad_(False)
     return _Exported(net).eval()
 
 
@@ -94,7 +95,7 @@ def _reference(G: LoadedGenerator, seed: int) -> list[tuple[np.ndarray, np.ndarr
     for i, n in enumerate(CHECK_BATCHES):
         z = noise(n, G.z_dim, seed, start=100 * i)
         with torch.no_grad():
-            pairs.append((z.numpy(), module(z).numpy()))
+            pairs.append((z.numpy(), module(z).clamp(-1.0, 1.0).numpy()))
     return pairs
 
 

@@ -19,7 +19,7 @@ from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, loa
 from .config import ConfigError, ModelConfig
 from .data import _mix
 from .images import make_grid, save_png, to_uint8
-from .models import Generator
+from .models import build_generator
 
 BUNDLED = "celeba64.safetensors"
 
@@ -53,7 +53,8 @@ def noise(n: int, z_dim: int, seed: int, *, truncation: float | None = None, sta
 class LoadedGenerator:
     """A generator ready to sample: ``G.sample(16, seed=0)`` -> uint8 (16, R, R, 3)."""
 
-    net: Generator
+    net: torch.nn.Module
+    """The network: a DCGAN ``models.Generator`` or a ``stylegan.StyleGenerator``; ``net(z, psi)``."""
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -69,16 +70,26 @@ class LoadedGenerator:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
+    @property
+    def family(self) -> str:
+        """'dcgan' or 'style' (see ModelConfig.arch)."""
+        return self.net.cfg.family
+
     @torch.no_grad()
-    def synthesize(self, z: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """uint8 (N, R, R, 3) images for the given noise rows."""
-        out = [to_uint8(self.net(zb.to(self.device))) for zb in z.split(batch_size)]
+    def synthesize(self, z: torch.Tensor, batch_size: int = 256, *, psi: float = 1.0) -> np.ndarray:
+        """uint8 (N, R, R, 3) images for the given noise rows; ``psi`` < 1 truncates towards the
+        average latent (in W for the style family, towards z = 0 for the DCGAN)."""
+        check_psi(psi)
+        out = [to_uint8(self.net(zb.to(self.device), psi=psi)) for zb in z.split(batch_size)]
         return np.concatenate(out) if out else np.empty((0, self.resolution, self.resolution, 3), np.uint8)
 
-    def sample(self, n: int, seed: int = 0, *, truncation: float | None = None, batch_size: int = 256,
-               as_pil: bool = False, start: int = 0):
-        """``n`` faces from ``seed``: uint8 array (n, R, R, 3), or a list of PIL images."""
-        imgs = self.synthesize(noise(n, self.z_dim, seed, truncation=truncation, start=start), batch_size)
+    def sample(self, n: int, seed: int = 0, *, truncation: float | None = None, psi: float = 1.0,
+               batch_size: int = 256, as_pil: bool = False, start: int = 0):
+        """``n`` faces from ``seed``: uint8 array (n, R, R, 3), or a list of PIL images.
+
+        ``truncation`` redraws noise values beyond it (a truncated normal in z); ``psi`` moves each
+        latent towards the average one (StyleGAN's truncation trick; psi = 1 is untruncated)."""
+        imgs = self.synthesize(noise(n, self.z_dim, seed, truncation=truncation, start=start), batch_size, psi=psi)
         if as_pil:
             from PIL import Image
 
@@ -88,18 +99,26 @@ class LoadedGenerator:
     __call__ = sample
 
 
-def _from_state(state: dict[str, torch.Tensor], model: dict[str, Any], source: str) -> Generator:
+def check_psi(psi: float) -> None:
+    """psi must be in [0, 1]: 1 is untruncated sampling, 0 the average face."""
+    if not 0.0 <= psi <= 1.0:
+        raise ValueError(f"--psi must be in [0, 1] (1 = no truncation), got {psi}")
+
+
+def _from_state(state: dict[str, torch.Tensor], model: dict[str, Any], source: str) -> torch.nn.Module:
     try:
         mc = ModelConfig(**model)
         mc.validate()
     except (TypeError, ConfigError) as e:
         raise CheckpointError(f"{source}: the stored model config is invalid ({e})") from None
-    g = Generator(mc)
+    g = build_generator(mc)
     try:
         g.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{source}: weights do not fit a {mc.resolution}px generator of width {mc.width} "
-                              f"({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{source}: weights do not fit a {mc.resolution}px {mc.family} generator of width "
+                              f"{mc.width} ({str(e).splitlines()[0][:160]})") from None
+    if hasattr(g, "compute_w_avg"):  # the average w of exactly these weights (a checkpoint's EMA copy too)
+        g.compute_w_avg()
     return g
 
 
@@ -147,7 +166,7 @@ def load_generator(source: str | Path | None = None, *, device: str | torch.devi
 
 
 def generate_images(source: str | Path | None, out: str | Path, *, n: int = 64, seed: int = 0,
-                    truncation: float | None = None, grid: bool = True, pngs: bool = True,
+                    truncation: float | None = None, psi: float = 1.0, grid: bool = True, pngs: bool = True,
                     device: str = "cpu", batch_size: int = 256, progress: bool = False) -> list[Path]:
     """Write ``n`` faces as ``out/seedS-IIIII.png`` and/or ``out/grid.png``; returns the files written."""
     if n <= 0:
@@ -156,6 +175,7 @@ def generate_images(source: str | Path | None, out: str | Path, *, n: int = 64, 
         raise ValueError(f"--batch-size must be > 0, got {batch_size}")
     if truncation is not None and not truncation > 0:  # before anything is loaded or written
         raise ValueError(f"--truncation must be > 0, got {truncation}")
+    check_psi(psi)
     G = load_generator(source, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +187,7 @@ def generate_images(source: str | Path | None, out: str | Path, *, n: int = 64, 
 
         it = tqdm(it, unit="batch", desc="generate")
     for start in it:
-        imgs = G.sample(min(batch_size, n - start), seed, truncation=truncation, start=start)
+        imgs = G.sample(min(batch_size, n - start), seed, truncation=truncation, psi=psi, start=start)
         if pngs:
             for j, img in enumerate(imgs):
                 p = out / f"seed{seed}-{start + j:05d}.png"

@@ -118,12 +118,13 @@ def walk_latents(z_dim: int, seeds: Sequence[int], frames: int, *, truncation: f
 
 
 def interpolate(G: LoadedGenerator, seeds: Sequence[int], frames: int, truncation: float | None = None, *,
+                psi: float = 1.0,
                 loop: bool = False, batch_size: int = 256) -> np.ndarray:
     """The walk's images, uint8 (F, R, R, 3); see :func:`walk_latents` for F and the frame order.
 
     Endpoint frames equal ``G.sample(1, seed, truncation=truncation)[0]`` of each seed.
     """
-    return G.synthesize(walk_latents(G.z_dim, seeds, frames, truncation=truncation, loop=loop), batch_size)
+    return G.synthesize(walk_latents(G.z_dim, seeds, frames, truncation=truncation, loop=loop), batch_size, psi=psi)
 
 
 def segment_rows(walk: np.ndarray, frames: int, loop: bool = False) -> np.ndarray:
@@ -174,7 +175,8 @@ def save_animation(frames: np.ndarray, path: str | Path, *, fps: float = 12.0, l
 
 
 def interpolate_to_dir(source: str | Path | None, out: str | Path, seeds: Sequence[int], *, frames: int = 16,
-                       truncation: float | None = None, loop: bool = False, fmt: str = "gif", fps: float = 12.0,
+                       truncation: float | None = None, psi: float = 1.0, loop: bool = False, fmt: str = "gif",
+                       fps: float = 12.0,
                        scale: int = 1, device: str = "cpu", which: str = "latest") -> dict[str, Path]:
     """Write ``out/walk.<fmt>`` (the animation) and ``out/grid.png`` (one row per segment)."""
     from .generate import load_generator
@@ -186,8 +188,11 @@ def interpolate_to_dir(source: str | Path | None, out: str | Path, seeds: Sequen
     if int(scale) < 1:
         raise ValueError(f"--scale must be a positive integer, got {scale}")
     seeds = _check(seeds, frames)
+    from .generate import check_psi
+
+    check_psi(psi)
     G = load_generator(source, device=device, which=which)
-    walk = interpolate(G, seeds, frames, truncation, loop=loop)
+    walk = interpolate(G, seeds, frames, truncation, psi=psi, loop=loop)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     anim = save_animation(_resize(walk, int(scale)), out / f"walk.{fmt}", fps=fps, fmt=fmt)
@@ -213,6 +218,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=16, help="frames per segment, both endpoints included (default 16)")
     s.add_argument("--loop", action="store_true", help="walk back from the last seed to the first")
     s.add_argument("--truncation", type=float, default=None, help="truncated-normal noise, e.g. 0.7 (default off)")
+    s.add_argument("--psi", type=float, default=1.0, help="truncation towards the average latent, in [0, 1]: "
+                   "1 = off (default); in W for the style family, towards z = 0 for the DCGAN")
     s.add_argument("--format", choices=FORMATS, default="gif", help="animation format (default gif)")
     s.add_argument("--fps", type=float, default=12.0, help="animation frames per second (default 12)")
     s.add_argument("--scale", type=int, default=1, help="upscale frames and grid by this factor (default 1)")
@@ -227,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``fakefacegen interpolate``; returns the exit code."""
     seeds = parse_seeds(args.seeds)
     t0 = time.perf_counter()
-    files = interpolate_to_dir(args.model, args.out, seeds, frames=args.frames, truncation=args.truncation,
+    files = interpolate_to_dir(args.model, args.out, seeds, frames=args.frames, truncation=args.truncation, psi=args.psi,
                                loop=args.loop, fmt=args.format, fps=args.fps, scale=args.scale,
                                device=args.device, which=args.which)
     segs = len(seeds) - (0 if args.loop else 1)

@@ -76,11 +76,17 @@ class Generator(nn.Module):
     def resolution(self) -> int:
         return self.cfg.resolution
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
+        """``psi`` < 1 moves z towards the average latent, z = 0 (the truncation trick in Z)."""
         if z.dim() != 2 or z.shape[1] != self.cfg.z_dim:
             raise ValueError(f"Generator expects noise of shape (N, {self.cfg.z_dim}), got {tuple(z.shape)}")
-        x = self.net(z[:, :, None, None])
-        return x
+        if psi != 1.0:
+            z = z * psi
+        return self.traceable_forward(z)
+
+    def traceable_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """forward without the Python checks, for ONNX/TorchScript tracing."""
+        return self.net(z[:, :, None, None])
 
 
 class Discriminator(nn.Module):

@@ -191,6 +191,10 @@ class StyleGenerator(nn.Module):
             w = self.w_avg.float().lerp(w, psi)
         return self.synthesis(w)
 
+    def traceable_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """forward without the Python checks, for ONNX/TorchScript tracing."""
+        return self.synthesis(self.mapping(z))
+
     @torch.no_grad()
     def compute_w_avg(self, n: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> torch.Tensor:
         """Set ``w_avg`` to the mean of w over ``n`` fixed latents (deterministic for the weights)."""

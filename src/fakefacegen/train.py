@@ -462,6 +462,8 @@ class Trainer:
 
     def _export_generator(self) -> None:
         g = self.sampling_generator()
+        if hasattr(g, "compute_w_avg"):  # the style family's truncation centre, for these weights
+            g.compute_w_avg()
         save_generator(g.state_dict(), json.loads(json.dumps(self.cfg.to_dict()["model"])),
                        self.run_dir / "generator.safetensors",
                        meta={"images_seen": self.images_seen, "step": self.step, "ema": self.g_ema is not None})

@@ -1,0 +1,198 @@
+"""The style family (stylegan.py): shapes at every resolution, the modulated convolution against the
+paper's per-sample weights, minibatch stddev, truncation, loading, training and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fakefacegen.checkpoint import list_checkpoints, load_checkpoint, save_generator
+from fakefacegen.config import ConfigError, ModelConfig, make_config
+from fakefacegen.generate import load_generator, noise
+from fakefacegen.models import build_models
+from fakefacegen.stylegan import (ModulatedConv2d, ResidualDiscriminator, StyleGenerator, minibatch_stddev,
+                                  style_channels)
+from fakefacegen.train import Trainer
+
+STYLE = ["model.arch=style"]
+
+
+def tiny(res: int = 32, **kw) -> ModelConfig:
+    mc = ModelConfig(resolution=res, width=4, max_width=32, z_dim=16, arch="style", **kw)
+    mc.validate()
+    return mc
+
+
+@pytest.mark.parametrize("res", [32, 64, 128, 256])
+def test_shapes_at_every_resolution(res):
+    torch.manual_seed(0)
+    g, d = build_models(tiny(res))
+    assert isinstance(g, StyleGenerator) and isinstance(d, ResidualDiscriminator)
+    x = g(torch.randn(4, 16))
+    assert x.shape == (4, 3, res, res) and torch.isfinite(x).all()
+    logits = d(x)
+    assert logits.shape == (4,) and torch.isfinite(logits).all()
+    # One synthesis block per resolution from 4x4 up, one D block per halving down to 4x4.
+    n = int(math.log2(res)) - 1
+    assert len(g.blocks) == n and len(d.blocks) == n - 1
+
+
+def test_channels_double_per_halving_up_to_the_cap():
+    mc = ModelConfig(resolution=64, width=32, max_width=256, arch="style")
+    assert style_channels(mc) == {4: 256, 8: 256, 16: 128, 32: 64, 64: 32}
+
+
+def test_modulated_conv_equals_per_sample_weights():
+    """The non-grouped form equals the paper's: per-sample weights W'_oik = s_i W_oik, demodulated
+    to sum_{i,k} W'^2 = 1 per output channel, one convolution per sample."""
+    torch.manual_seed(1)
+    layer = ModulatedConv2d(6, 5, 3, 8)
+    x, w = torch.randn(3, 6, 7, 7), torch.randn(3, 8)
+    got = layer(x, w)
+    s = layer.affine(w)
+    expect = []
+    for n in range(3):
+        wt = layer.weight * layer.gain * s[n][None, :, None, None]
+        wt = wt / wt.square().sum((1, 2, 3), keepdim=True).add(1e-8).sqrt()
+        y = F.conv2d(x[n:n + 1], wt, padding=1) + layer.bias[None, :, None, None]
+        expect.append(F.leaky_relu(y, 0.2) * math.sqrt(2))
+    torch.testing.assert_close(got, torch.cat(expect), rtol=1e-5, atol=1e-5)
+
+
+def test_demodulation_gives_unit_variance_outputs():
+    torch.manual_seed(2)
+    layer = ModulatedConv2d(64, 64, 3, 16, act=False)
+    with torch.no_grad():
+        y = layer(torch.randn(8, 64, 16, 16), torch.randn(8, 16) * 3)
+    assert 0.8 < y[:, :, 1:-1, 1:-1].std().item() < 1.2  # whatever the styles' scale
+
+
+def test_minibatch_stddev_matches_a_direct_computation_and_shards():
+    torch.manual_seed(3)
+    x = torch.randn(8, 5, 4, 4)
+    y = minibatch_stddev(x)
+    assert y.shape == (8, 6, 4, 4) and torch.equal(y[:, :5], x)
+    for grp in range(2):
+        rows = x[4 * grp: 4 * grp + 4]
+        expect = rows.var(0, unbiased=False).add(1e-8).sqrt().mean()
+        torch.testing.assert_close(y[4 * grp: 4 * grp + 4, 5], expect.expand(4, 4, 4))
+    # Two processes holding 4 rows each compute what one process holding all 8 does.
+    torch.testing.assert_close(torch.cat([minibatch_stddev(x[:4]), minibatch_stddev(x[4:])]), y)
+
+
+def test_psi_one_is_untruncated_and_psi_zero_is_the_average_face():
+    torch.manual_seed(4)
+    g = StyleGenerator(tiny()).eval()
+    g.compute_w_avg(n=512)
+    z = torch.randn(6, 16)
+    with torch.no_grad():
+        assert torch.equal(g(z), g(z, psi=1.0))
+        avg = g(z, psi=0.0)
+        half = g(z, psi=0.5)
+        full = g(z)
+    assert (avg - avg[:1]).abs().max() < 1e-5  # every latent lands on w_avg
+    # psi moves the faces towards the average one, monotonically on average.
+    assert (half - avg).abs().mean() < (full - avg).abs().mean()
+
+
+def test_w_avg_is_the_mean_of_the_mapping_and_deterministic():
+    torch.manual_seed(5)
+    g = StyleGenerator(tiny())
+    a = g.compute_w_avg(n=300, seed=7).clone()
+    z = torch.randn(300, 16, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        torch.testing.assert_close(a, g.mapping(z).mean(0), rtol=1e-5, atol=1e-6)
+    assert torch.equal(g.compute_w_avg(n=300, seed=7), a)
+
+
+def test_style_only_options_are_checked():
+    with pytest.raises(ConfigError, match="model.max_width"):
+        ModelConfig(arch="style", max_width=0).validate()
+    with pytest.raises(ConfigError, match="model.spectral_norm applies to the DCGAN"):
+        ModelConfig(arch="style", spectral_norm=True).validate()
+    with pytest.raises(ConfigError, match="model.arch must be one of reference, tutorial, style"):
+        ModelConfig(arch="stylegan3").validate()
+
+
+def test_load_generator_sets_w_avg_and_samples_deterministically(tmp_path):
+    torch.manual_seed(6)
+    mc = tiny()
+    g = StyleGenerator(mc)
+    path = tmp_path / "g.safetensors"
+    save_generator(g.state_dict(), dataclasses.asdict(mc), path)  # w_avg stored as zeros
+    G = load_generator(path)
+    assert G.family == "style" and G.resolution == 32
+    assert G.net.w_avg.abs().sum() > 0  # computed for these weights at load
+    a, b = G.sample(5, seed=3), G.sample(5, seed=3)
+    assert a.dtype == np.uint8 and a.shape == (5, 32, 32, 3) and np.array_equal(a, b)
+    assert np.array_equal(G.sample(5, seed=3, psi=1.0), a)
+    assert not np.array_equal(G.sample(5, seed=3, psi=0.5), a)
+    # Image i of a seed does not depend on how many are drawn (no BatchNorm, no batch statistics).
+    assert np.array_equal(G.sample(2, seed=3), a[:2])
+    with pytest.raises(ValueError, match=r"--psi must be in \[0, 1\]"):
+        G.sample(2, psi=1.5)
+
+
+def test_trains_and_exports_a_loadable_generator(dataset32, tmp_path):
+    cfg = make_config("debug", STYLE + ["train.steps=6", "train.ema=0.9", "train.r1_gamma=0.1", "train.r1_every=2",
+                                        "train.r2_gamma=0.1"], data=str(dataset32))
+    run = Trainer(cfg, outdir=tmp_path, progress=False).run()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7))
+    # The lazy penalties run on every 2nd step from the first (logged steps 1, 3, 5) and only there.
+    due = [r["step"] % 2 == 1 for r in log]
+    assert [r["r1"] > 0 for r in log] == due and [r["r2"] > 0 for r in log] == due
+    G = load_generator(run / "generator.safetensors")
+    assert G.family == "style"
+    ck = load_checkpoint(list_checkpoints(run)[-1])
+    torch.testing.assert_close(G.net.state_dict()["blocks.0.conv1.weight"], ck["G_ema"]["blocks.0.conv1.weight"])
+    # w_avg in the exported file is the one load_generator computes for these weights.
+    from safetensors.torch import load_file
+
+    torch.testing.assert_close(load_file(run / "generator.safetensors")["w_avg"], G.net.w_avg)
+
+
+def test_r2_changes_the_discriminator_update(dataset32, tmp_path):
+    base = STYLE + ["train.steps=2", "train.r1_every=2", "train.threads=1"]
+    weights = []
+    for r2 in (0.0, 10.0):
+        cfg = make_config("debug", base + [f"train.r2_gamma={r2}"], data=str(dataset32))
+        run = Trainer(cfg, outdir=tmp_path / f"r2-{r2}", progress=False).run()
+        weights.append(load_checkpoint(list_checkpoints(run)[-1])["D"]["fromrgb.weight"])
+    assert not torch.equal(*weights)
+
+
+def test_resume_continues_exactly(dataset32, tmp_path):
+    torch.set_num_threads(1)
+    cfg = make_config("debug", STYLE + ["train.steps=6", "train.ckpt_every=2", "train.ema=0.9",
+                                        "train.augment=color,translation,cutout", "train.r1_gamma=0.1",
+                                        "train.r1_every=3", "train.r2_gamma=0.1"], data=str(dataset32))
+    full = Trainer(cfg, outdir=tmp_path / "a", progress=False).run()
+    part_dir = Trainer(cfg, outdir=tmp_path / "b", progress=False, stop_after=3).run()
+    resumed = Trainer(resume=part_dir, progress=False).run()
+    a, b = load_checkpoint(list_checkpoints(full)[-1]), load_checkpoint(list_checkpoints(resumed)[-1])
+    assert a["step"] == b["step"] == 6
+    for net in ("G", "D", "G_ema"):
+        for k, v in a[net].items():
+            assert torch.equal(v, b[net][k]), f"{net}.{k}"
+    for key in ("opt_G", "opt_D"):
+        for i, st in a[key]["state"].items():
+            for name, v in st.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(b[key]["state"][i][name])), f"{key} {i} {name}"
+    la = [json.loads(x)["loss_d"] for x in (full / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss_d"] for x in (resumed / "log.jsonl").read_text().splitlines()]
+    assert la == lb
+
+
+def test_noise_rows_feed_the_family_like_the_dcgan():
+    torch.manual_seed(8)
+    g = StyleGenerator(tiny()).eval()
+    z = noise(3, 16, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(g(z)[1:], g(z[1:]))
