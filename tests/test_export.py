@@ -20,7 +20,27 @@ needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx/onnxruntime not inst
 
 def torch_images(G: LoadedGenerator, z: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        return G.net(z).numpy()
+        return G.net(z).clamp(-1, 1).numpy()
+
+
+@pytest.fixture(scope="module", params=["dcgan", "style"])
+def G(request, tiny_path, tmp_path_factory):
+    """Each test runs on a tiny generator of both families."""
+    from fakefacegen.generate import load_generator
+
+    if request.param == "dcgan":
+        return load_generator(tiny_path)
+    import dataclasses
+
+    from fakefacegen.checkpoint import save_generator
+    from fakefacegen.config import ModelConfig
+    from fakefacegen.stylegan import StyleGenerator
+
+    torch.manual_seed(0)
+    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style")
+    path = tmp_path_factory.mktemp("tinyStyle") / "g.safetensors"
+    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), path)
+    return load_generator(path)
 
 
 def run_cli(argv: list[str]) -> int:
