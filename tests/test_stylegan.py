@@ -196,3 +196,50 @@ def test_noise_rows_feed_the_family_like_the_dcgan():
     z = noise(3, 16, seed=1)
     with torch.no_grad():
         torch.testing.assert_close(g(z)[1:], g(z[1:]))
+
+
+@pytest.fixture(scope="module")
+def style_G(tmp_path_factory):
+    torch.manual_seed(9)
+    mc = tiny()
+    path = tmp_path_factory.mktemp("styleG") / "g.safetensors"
+    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), path)
+    return load_generator(path)
+
+
+def test_interpolate_walks_end_on_the_sampled_faces(style_G):
+    from fakefacegen.interpolate import interpolate
+
+    walk = interpolate(style_G, [3, 8], 5, psi=0.7)
+    assert walk.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(walk[0], style_G.sample(1, 3, psi=0.7)[0])
+    np.testing.assert_array_equal(walk[-1], style_G.sample(1, 8, psi=0.7)[0])
+
+
+def test_the_demo_serves_a_style_model(style_G):
+    pytest.importorskip("starlette", reason="the demo extra is not installed")
+    import io
+    import urllib.request
+
+    from PIL import Image
+
+    from fakefacegen.demo.server import BackgroundServer, create_app
+    from fakefacegen.images import make_grid
+
+    with BackgroundServer(create_app(style_G)) as s:
+        with urllib.request.urlopen(s.url + "/api/grid.png?seed=3&n=4") as r:
+            grid = np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))
+        with urllib.request.urlopen(s.url + "/api/model") as r:
+            info = json.loads(r.read())
+    np.testing.assert_array_equal(grid, make_grid(style_G.sample(4, 3)))
+    assert info["resolution"] == 32 and info["params"] == sum(p.numel() for p in style_G.net.parameters())
+
+
+def test_bf16_autocast_path_trains(dataset32, tmp_path):
+    """The CPU fast path on native-bf16 CPUs is bf16 autocast + channels_last: the family must train
+    under it (here forced, whatever this CPU has) with finite losses and an R1 step."""
+    cfg = make_config("debug", STYLE + ["train.steps=2", "train.precision=bf16", "train.channels_last=on",
+                                        "train.r1_gamma=0.1", "train.r1_every=2"], data=str(dataset32))
+    run = Trainer(cfg, outdir=tmp_path, progress=False).run()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in log) and log[0]["r1"] > 0
