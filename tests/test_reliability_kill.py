@@ -26,7 +26,8 @@ import pytest
 import torch
 
 from conftest import make_dataset_dir
-from fakefacegen.checkpoint import SLOW_WRITE_ENV, TMP_RE, list_checkpoints, load_checkpoint, load_generator_file
+from fakefacegen.atomic import SLOW_WRITE_ENV, TMP_RE
+from fakefacegen.checkpoint import list_checkpoints, load_checkpoint, load_generator_file
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not sys.platform.startswith("linux"),
                                 reason="needs fork() and Linux process semantics")

@@ -5,129 +5,34 @@ optimisers, step, images seen, config, version), saved with ``torch.save`` and l
 ``weights_only=True``, so a file that would run code when unpickled is refused, not executed.
 A generator-only export is a safetensors file whose metadata carries the model config.
 
-Writes go to ``.NAME.PID.tmp`` next to the target, are fsynced, then renamed over it, so a reader
-(or a run resumed after ``kill -9``) sees the old file or the new one, never a torn one. Temp files
-of a writer that was killed are removed by the next save into the same directory.
-
-Test hook: ``FAKEFACEGEN_TEST_SLOW_WRITE=SECONDS`` sleeps that long between writing a temp file
-and renaming it, so tests that kill a training process land inside a checkpoint write often.
+Both are written with :func:`atomic.atomic_write` (a reader, or a run resumed after ``kill -9``,
+sees the old file or the new one, never a torn one); temp files of a writer that was killed are
+removed by the next save into the same directory.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pickle
 import re
 import struct
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import Any
 
 import torch
 
 from . import __version__
+from .atomic import atomic_write, remove_stale_temps
 
 FORMAT = "fakefacegen-checkpoint"
 FORMAT_VERSION = 1
 CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
-TMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")  # atomic_write's temp files: .NAME.PID.tmp
-SLOW_WRITE_ENV = "FAKEFACEGEN_TEST_SLOW_WRITE"
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message names the file and the problem."""
-
-
-class _RecordingFile:
-    """A binary file that remembers the OSError of a failed write.
-
-    ``torch.save`` turns a failed write (e.g. ENOSPC) into an opaque ``RuntimeError: [enforce
-    fail at inline_container.cc] unexpected pos``; keeping the OSError lets us report the cause.
-    """
-
-    def __init__(self, f: BinaryIO):
-        self.f = f
-        self.error: OSError | None = None
-
-    def write(self, b) -> int:
-        try:
-            return self.f.write(b)
-        except OSError as e:
-            self.error = e
-            raise
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Delete temp files left in ``directory`` by writers that were killed (their pid is gone)."""
-    removed = []
-    try:
-        entries = list(Path(directory).iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        m = TMP_RE.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            try:
-                p.unlink()
-                removed.append(p)
-            except OSError:
-                pass
-    return removed
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(file)`` on a temp file, fsync, then rename it over ``path``.
-
-    Readers see the old file or the new one, never a partial one. On failure the temp file is
-    removed and an OSError naming ``path`` and the cause (e.g. no space left) is raised.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    rec: _RecordingFile | None = None
-    try:
-        with open(tmp, "wb") as f:
-            rec = _RecordingFile(f)
-            write(rec)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        slow = os.environ.get(SLOW_WRITE_ENV)
-        if slow:  # test hook only (see module docstring): widen the window between write and rename
-            time.sleep(float(slow))
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        cause = rec.error if rec is not None and rec.error is not None else e
-        if isinstance(cause, OSError) and not isinstance(e, KeyboardInterrupt):
-            code = cause.errno or errno.EIO
-            raise OSError(code, f"cannot write: {cause.strerror or os.strerror(code)}", str(path)) from None
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -135,7 +40,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, "fakefacegen_version": __version__, **state}
     remove_stale_temps(path.parent)
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f), slow_write_hook=True)
 
 
 def sniff(path: str | Path) -> str:
@@ -280,7 +185,7 @@ def save_generator(g_state: dict[str, torch.Tensor], model_cfg: dict[str, Any], 
                 "model": json.dumps(model_cfg), "meta": json.dumps(meta or {}), "fakefacegen_version": __version__}
     path = Path(path)
     remove_stale_temps(path.parent)
-    atomic_write(path, lambda f: f.write(save(tensors, metadata=metadata)))
+    atomic_write(path, lambda f: f.write(save(tensors, metadata=metadata)), slow_write_hook=True)
 
 
 def load_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:

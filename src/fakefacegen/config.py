@@ -16,6 +16,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .atomic import atomic_write_text
+
 
 class ConfigError(ValueError):
     """A config value or override is invalid; the message names the field."""
@@ -219,10 +221,7 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON atomically (a killed writer never leaves a half config behind)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":

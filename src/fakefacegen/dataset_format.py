@@ -29,6 +29,8 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from .atomic import atomic_save, fsync_path
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -48,7 +50,6 @@ __all__ = [
     "staging_dir",
     "create_images",
     "keep_rows",
-    "fsync_path",
     "write_manifest",
     "publish",
     "write_dataset",
@@ -261,28 +262,15 @@ def keep_rows(path: Path, keep: np.ndarray, size: int) -> None:
     del arr
     if count != n_total and not _rewrite_header_inplace(path, count, size, offset):
         # fallback (should not happen with numpy's growth padding): rewrite the file
-        src_arr = np.load(path, mmap_mode="r")
-        tmp = path.with_suffix(".tmp.npy")
-        dst_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
-        for k in range(0, count, _HASH_ROWS):
-            dst_arr[k : k + _HASH_ROWS] = src_arr[k : k + _HASH_ROWS]
-        dst_arr.flush()
-        del dst_arr, src_arr
-        os.replace(tmp, path)
+        def copy_kept(tmp: Path) -> None:
+            src_arr = np.load(path, mmap_mode="r")
+            dst_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+            for k in range(0, count, _HASH_ROWS):
+                dst_arr[k : k + _HASH_ROWS] = src_arr[k : k + _HASH_ROWS]
+            dst_arr.flush()
+            del dst_arr, src_arr
 
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory so a rename that follows is durable; errors are ignored."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_save(path, copy_kept)
 
 
 def write_manifest(dataset_dir: Path, manifest: dict[str, Any]) -> None:

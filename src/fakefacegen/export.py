@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_save
 
 if TYPE_CHECKING:
     import torch
@@ -133,8 +134,8 @@ def export_onnx(G: LoadedGenerator, path: str | Path, *, opset: int = DEFAULT_OP
     onnx, ort = _require_onnx()
     path = Path(path)
     module = _export_module(G)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             # The TorchScript-based exporter is deprecated in favour of dynamo (which needs onnxscript).
             warnings.simplefilter("ignore")
@@ -142,9 +143,8 @@ def export_onnx(G: LoadedGenerator, path: str | Path, *, opset: int = DEFAULT_OP
                               input_names=["z"], output_names=["image"], opset_version=opset,
                               dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}})
         onnx.checker.check_model(str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_save(path, write)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diff = max(float(np.abs(sess.run(None, {"z": z})[0] - ref).max()) for z, ref in _reference(G, seed))
     info = _describe(G, "onnx", path, diff, seed, opset=opset, onnx_version=onnx.__version__,
@@ -161,16 +161,11 @@ def export_torchscript(G: LoadedGenerator, path: str | Path, *, seed: int = 0,
 
     path = Path(path)
     module = _export_module(G)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export; still supported
-            # check_trace=False: its comparison imports torch.distributed (seconds); the reloaded file is checked below.
-            traced = torch.jit.trace(module, torch.zeros(TRACE_BATCH, G.z_dim), check_trace=False)
-            torch.jit.save(traced, str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export; still supported
+        # check_trace=False: its comparison imports torch.distributed (seconds); the reloaded file is checked below.
+        traced = torch.jit.trace(module, torch.zeros(TRACE_BATCH, G.z_dim), check_trace=False)
+        atomic_save(path, lambda tmp: torch.jit.save(traced, str(tmp)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = torch.jit.load(str(path), map_location="cpu")

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .atomic import atomic_save
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """Float images (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3), rounded, clamped."""
@@ -31,10 +33,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: i
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
     """Write a uint8 (H, W, 3) array as PNG, atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_save(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None) -> None:

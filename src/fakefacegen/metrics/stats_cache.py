@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..atomic import atomic_write, atomic_write_text
 from .inception import cache_root
 
 CACHE_FORMAT = 1
@@ -31,17 +31,6 @@ def stats_dir(root: str | os.PathLike | None = None) -> Path:
 def cache_key(fields: dict[str, Any]) -> str:
     blob = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_features(fields: dict[str, Any], root: str | os.PathLike | None = None,
@@ -70,9 +59,9 @@ def save_features(fields: dict[str, Any], features: np.ndarray, root: str | os.P
     check = {k: (v() if callable(v) else v) for k, v in (check or {}).items()}
     try:
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_write(d / f"{key}.npy", lambda f: np.save(f, features.astype(np.float32)))
+        atomic_write(d / f"{key}.npy", lambda f: np.save(f, features.astype(np.float32)))
         meta = {"fields": fields, "check": check, "shape": list(features.shape)}
-        _atomic_write(d / f"{key}.json", lambda f: f.write(json.dumps(meta, indent=1, default=str)), "w")
+        atomic_write_text(d / f"{key}.json", json.dumps(meta, indent=1, default=str))
     except OSError:
         return None
     return d / f"{key}.npy"

@@ -61,13 +61,13 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from ..atomic import fsync_path
 from ..dataset_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     DatasetFormatError,
     content_hash,
     create_images,
-    fsync_path,
     keep_rows,
     load_images,
     load_manifest,
