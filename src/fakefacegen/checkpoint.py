@@ -25,10 +25,10 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write, remove_stale_temps
+from .rundir import CKPT_RE, RunDir
 
 FORMAT = "fakefacegen-checkpoint"
 FORMAT_VERSION = 1
-CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
 
 
 class CheckpointError(ValueError):
@@ -148,7 +148,7 @@ def check_format(state: Any, path: Path | str) -> None:
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Step checkpoints of a run, oldest first."""
-    d = Path(run_dir) / "checkpoints"
+    d = RunDir(run_dir).checkpoints
     if not d.is_dir():
         return []
     return sorted((p for p in d.iterdir() if CKPT_RE.match(p.name)), key=lambda p: p.name)
@@ -160,7 +160,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"ckpt-{step:08d}.pt"
+    return RunDir(run_dir).checkpoint(step)
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int) -> None:

@@ -20,6 +20,7 @@ from .config import ConfigError, ModelConfig
 from .data import _mix
 from .images import make_grid, save_png, to_uint8
 from .models import build_generator
+from .rundir import RunDir
 
 BUNDLED = "celeba64.safetensors"
 
@@ -137,13 +138,14 @@ def load_generator(source: str | Path | None = None, *, device: str | torch.devi
         path = Path(source)
     meta: dict[str, Any] = {}
     if path.is_dir():
-        if which == "best" and (path / "checkpoints" / "best.pt").is_file():
-            ck = path / "checkpoints" / "best.pt"
+        run = RunDir(path)
+        if which == "best" and run.best_checkpoint.is_file():
+            ck = run.best_checkpoint
         else:
             ck = latest_checkpoint(path)
         if ck is None:
-            if (path / "generator.safetensors").is_file():
-                return load_generator(path / "generator.safetensors", device=device)
+            if run.generator.is_file():
+                return load_generator(run.generator, device=device)
             raise CheckpointError(f"{path}: no checkpoint in this run directory (checkpoints/ckpt-*.pt)")
         path = ck
     if not path.exists():

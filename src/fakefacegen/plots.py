@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a log.jsonl; a torn last line (a killed writer) is ignored."""
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return out
+from .rundir import RunDir, read_log
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -29,8 +14,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
-    recs = read_log(run_dir / "log.jsonl")
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    recs = read_log(rd.log)
     train = [r for r in recs if r.get("kind") == "train"]
     evals = [r for r in recs if r.get("kind") == "eval"]
     written = []
@@ -45,9 +31,9 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(run_dir / "losses.png", dpi=100)
+        fig.savefig(rd.losses_plot, dpi=100)
         plt.close(fig)
-        written.append(run_dir / "losses.png")
+        written.append(rd.losses_plot)
     if evals:
         keys = [k for k in ("fid", "kid") if k in evals[0]]
         fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
@@ -58,7 +44,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
         fig.suptitle(f"{run_dir.name}: metrics")
         fig.tight_layout()
-        fig.savefig(run_dir / "metrics.png", dpi=100)
+        fig.savefig(rd.metrics_plot, dpi=100)
         plt.close(fig)
-        written.append(run_dir / "metrics.png")
+        written.append(rd.metrics_plot)
     return written

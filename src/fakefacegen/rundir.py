@@ -1,5 +1,19 @@
-"""Run directories: a new numbered directory per run, a lock so two processes never share one,
-and a status file that says whether the run finished."""
+"""Run directories: the names of the files in one, a new numbered directory per run, a lock so two
+processes never share one, the status file that says whether the run finished, and the training
+log (``log.jsonl``: one JSON record per line) with its one reader.
+
+Layout of ``runs/NNNNN-name/`` (:class:`RunDir` gives the paths)::
+
+    config.json              the run's config, written first
+    run.json                 status: running | complete | interrupted | failed
+    log.jsonl                {"kind": "train" | "eval", "step": ..., ...} per line
+    losses.png, metrics.png  plots of the log
+    samples/real.png         real faces; samples/fakes-STEP.png: the fixed-noise grid at STEP
+    checkpoints/ckpt-STEP.pt training checkpoints; checkpoints/best.pt: the best by the eval metric
+    generator.safetensors    the exported generator of the last step
+    eval-*.json              results of `fakefacegen evaluate RUN --out RUN/eval-NAME.json`
+    .lock                    held by the training process
+"""
 
 from __future__ import annotations
 
@@ -15,6 +29,61 @@ from typing import Any
 from .atomic import atomic_write_text
 
 RUN_RE = re.compile(r"^(\d{5})-")
+CONFIG_FILE = "config.json"
+STATUS_FILE = "run.json"
+LOG_FILE = "log.jsonl"
+LOCK_FILE = ".lock"
+LOSSES_PLOT = "losses.png"
+METRICS_PLOT = "metrics.png"
+SAMPLES_DIR = "samples"
+REAL_GRID = "real.png"
+FAKES_RE = re.compile(r"^fakes-(\d+)\.png$")
+FAKES_GLOB = "fakes-*.png"
+CHECKPOINTS_DIR = "checkpoints"
+CKPT_RE = re.compile(r"^ckpt-(\d{8})\.pt$")
+BEST_CKPT = "best.pt"
+GENERATOR_FILE = "generator.safetensors"
+EVAL_GLOB = "eval-*.json"
+
+
+class RunDir:
+    """The paths inside one run directory (names only: nothing is created or read)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config = property(lambda self: self.path / CONFIG_FILE)
+    status = property(lambda self: self.path / STATUS_FILE)
+    log = property(lambda self: self.path / LOG_FILE)
+    lock = property(lambda self: self.path / LOCK_FILE)
+    losses_plot = property(lambda self: self.path / LOSSES_PLOT)
+    metrics_plot = property(lambda self: self.path / METRICS_PLOT)
+    samples = property(lambda self: self.path / SAMPLES_DIR)
+    real_grid = property(lambda self: self.samples / REAL_GRID)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS_DIR)
+    best_checkpoint = property(lambda self: self.checkpoints / BEST_CKPT)
+    generator = property(lambda self: self.path / GENERATOR_FILE)
+
+    def fakes_grid(self, step: int) -> Path:
+        return self.samples / f"fakes-{step:08d}.png"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"ckpt-{step:08d}.pt"
+
+    def is_run(self) -> bool:
+        """Whether this looks like a run directory (it has a config.json)."""
+        return self.config.is_file()
+
+    @staticmethod
+    def of_file(path: str | Path) -> "RunDir | None":
+        """The run directory a checkpoint (``RUN/checkpoints/X.pt``) or an export (``RUN/X.safetensors``)
+        lies in, or None."""
+        path = Path(path)
+        if path.parent.name == CHECKPOINTS_DIR and RunDir(path.parent.parent).is_run():
+            return RunDir(path.parent.parent)
+        if path.suffix == ".safetensors" and RunDir(path.parent).is_run():
+            return RunDir(path.parent)
+        return None
 
 
 class RunDirError(RuntimeError):
@@ -50,7 +119,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / ".lock"
+        self.path = RunDir(run_dir).lock
         self.fd: int | None = None
 
     def acquire(self) -> "RunLock":
@@ -86,7 +155,7 @@ def write_status(run_dir: str | Path, status: str, **info: Any) -> None:
     """``run.json``: running | complete | interrupted | failed, with the step and a message.
 
     Replaced atomically (temp file + rename), so a kill never leaves a torn run.json."""
-    path = Path(run_dir) / "run.json"
+    path = RunDir(run_dir).status
     data = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -104,6 +173,33 @@ def write_status_safely(run_dir: str | Path, status: str, **info: Any) -> bool:
 def read_status(run_dir: str | Path) -> dict[str, Any]:
     """The content of ``run.json`` ({} when missing or unreadable)."""
     try:
-        return json.loads((Path(run_dir) / "run.json").read_text())
+        status = json.loads(RunDir(run_dir).status.read_text())
     except (OSError, ValueError):
         return {}
+    return status if isinstance(status, dict) else {}
+
+
+def append_log(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one record to a log.jsonl (a killed writer leaves at most a torn last line)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a log.jsonl, in order; [] when it is missing or unreadable.
+
+    Lines that are not a JSON object (a torn last line of a run being written) are skipped."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out

@@ -20,24 +20,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
 from . import distributed as dist
 from .augment import diff_augment
-from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
+from .checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                          load_generator_file, prune_checkpoints, save_checkpoint, save_generator)
 from .config import Config
 from .data import FaceDataset, StepBatchSampler, step_generator, to_model_input
 from .gemm_conv import set_gemm_route
 from .images import save_grid, to_uint8
 from .gan_step import GANStep
-from .models import Discriminator, Generator, build_models, recalibrate_batchnorm
+from .models import Generator, build_models, recalibrate_batchnorm
 from .plots import plot_run
 from .runtime import choose_fast_path, select_device
-from .rundir import RunLock, new_run_dir, write_status, write_status_safely
+from .rundir import RunDir, RunLock, append_log, new_run_dir, write_status, write_status_safely
 
 # Independent random streams (see data.step_generator).
 STREAM_NOISE, STREAM_FLIP, STREAM_AUG = 11, 12, 13
 GRID_SEED = 20240601  # the fixed-noise grid has its own seed, so changing train.seed keeps the grid's z
+
 
 
 class DivergenceError(RuntimeError):
@@ -101,7 +101,7 @@ class Trainer:
                 state = load_checkpoint(ck)
                 cfg = Config.from_dict(state["config"])
             else:
-                cfg = Config.load(self.run_dir / "config.json")  # killed before its first checkpoint
+                cfg = Config.load(RunDir(self.run_dir).config)  # killed before its first checkpoint
             if self.is_main:
                 print(f"Resuming {self.run_dir} from {ck.name if ck else 'the start (no checkpoint yet)'}",
                       file=sys.stderr)
@@ -157,12 +157,13 @@ class Trainer:
             if self.is_main:
                 run = new_run_dir(outdir, name or cfg.preset or f"{cfg.model.resolution}px")
             self.run_dir = Path(dist.broadcast_object(str(run) if run else None))
+        self.files = RunDir(self.run_dir)  # the paths of the files in it
         if self.is_main:
             self.lock = RunLock(self.run_dir).acquire()
-            (self.run_dir / "checkpoints").mkdir(exist_ok=True)
-            (self.run_dir / "samples").mkdir(exist_ok=True)
+            self.files.checkpoints.mkdir(exist_ok=True)
+            self.files.samples.mkdir(exist_ok=True)
             if resume is None:
-                cfg.save(self.run_dir / "config.json")  # config first, before anything can fail
+                cfg.save(self.files.config)  # config first, before anything can fail
             write_status(self.run_dir, "running", step=self.step, pid_world=self.world)
 
         self.grid_z = torch.randn(64, cfg.model.z_dim, generator=torch.Generator().manual_seed(GRID_SEED))
@@ -179,7 +180,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     @staticmethod
     def _resumable_checkpoint(run_dir: Path) -> Path | None:
-        if not (run_dir / "config.json").is_file():
+        if not RunDir(run_dir).is_run():
             raise CheckpointError(f"{run_dir}: not a run directory (no config.json)")
         # Newest first; an unreadable one (should not happen: writes are atomic) is reported and skipped.
         ckpts = list_checkpoints(run_dir)
@@ -288,7 +289,6 @@ class Trainer:
         sampler = StepBatchSampler(len(self.dataset), self.local_batch, seed=t.seed, rank=self.rank,
                                    world_size=self.world)
         lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch  # this process's rows
-        log_path = self.run_dir / "log.jsonl"
         if self.is_main:
             print(f"run {self.run_dir} | {fast.describe()} | {self.world} process(es), batch {t.batch_size} "
                   f"global / {self.local_batch} per process", file=sys.stderr)
@@ -378,7 +378,7 @@ class Trainer:
                 acc["n"] = 0
                 tick, tick_images = now, 0
                 if self.is_main:
-                    _append_jsonl(log_path, rec)
+                    append_log(self.files.log, rec)
                     if bar:
                         bar.set_postfix(D=f"{rec['loss_d']:.3f}", G=f"{rec['loss_g']:.3f}",
                                         Dx=f"{rec['d_real']:.2f}", DGz=f"{rec['d_fake']:.2f}",
@@ -387,7 +387,7 @@ class Trainer:
                 self._write_grids()
                 plot_run(self.run_dir)
             if self.evaluator is not None and (self.step % cfg.eval.every == 0 or last):
-                self._evaluate(log_path)
+                self._evaluate()
             # The agreed flag, not self._stop_signal: a signal landing after this step's agree() is
             # seen by this process alone and must wait for the next step's, or the processes part ways.
             stop = bool(stop_flag) or (self.stop_after is not None and steps_this_process >= self.stop_after)
@@ -453,7 +453,7 @@ class Trainer:
         if bad:
             raise DivergenceError(f"training diverged: weight {bad} is NaN/Inf at step {self.step}; "
                                   f"no checkpoint was written")
-        save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, self.step))
+        save_checkpoint(self.state_dict(), self.files.checkpoint(self.step))
         prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         if final:
             self._export_generator()
@@ -465,25 +465,25 @@ class Trainer:
         if hasattr(g, "compute_w_avg"):  # the style family's truncation centre, for these weights
             g.compute_w_avg()
         save_generator(g.state_dict(), json.loads(json.dumps(self.cfg.to_dict()["model"])),
-                       self.run_dir / "generator.safetensors",
+                       self.files.generator,
                        meta={"images_seen": self.images_seen, "step": self.step, "ema": self.g_ema is not None})
 
     def _exported_step(self) -> int | None:
         try:
-            return load_generator_file(self.run_dir / "generator.safetensors")[2].get("step")
+            return load_generator_file(self.files.generator)[2].get("step")
         except CheckpointError:
             return None
 
     def _write_grids(self, real: bool = False) -> None:
         if real:
             idx = list(range(min(64, len(self.dataset))))
-            save_grid(self.dataset.__getitems__(idx).numpy(), self.run_dir / "samples" / "real.png", nrow=8)
+            save_grid(self.dataset.__getitems__(idx).numpy(), self.files.real_grid, nrow=8)
             self._write_grids()
             return
         images = to_uint8(self.sample(self.grid_z))
-        save_grid(images, self.run_dir / "samples" / f"fakes-{self.step:08d}.png", nrow=8)
+        save_grid(images, self.files.fakes_grid(self.step), nrow=8)
 
-    def _evaluate(self, log_path: Path) -> None:
+    def _evaluate(self) -> None:
         n = self.cfg.eval.n
         z_all = torch.randn(n, self.cfg.model.z_dim, generator=torch.Generator().manual_seed(GRID_SEED + 1))
 
@@ -492,15 +492,11 @@ class Trainer:
 
         res = self.evaluator(sample_fn)
         rec = {"kind": "eval", "step": self.step, "images_seen": self.images_seen, **res}
-        _append_jsonl(log_path, rec)
+        append_log(self.files.log, rec)
         key = self.cfg.eval.metric
         value = res[key] if not isinstance(res[key], (list, tuple)) else res[key][0]
         if not self.best or value < self.best["value"]:
             self.best = {"metric": key, "value": value, "step": self.step}
-            save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / "best.pt")
+            save_checkpoint(self.state_dict(), self.files.best_checkpoint)
             print(f"\nstep {self.step}: {key} {value:.3f} (new best)", file=sys.stderr)
 
-
-def _append_jsonl(path: Path, rec: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..plots import read_log
+from ..rundir import EVAL_GLOB, FAKES_GLOB, FAKES_RE, RunDir, read_log, read_status
 
 METRICS = ("fid", "kid")
-FAKES_RE = re.compile(r"^fakes-(\d+)\.png$")
 
 
 class CompareError(ValueError):
@@ -115,30 +113,27 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     p = Path(path)
     if not p.exists():
         raise CompareError(f"{p}: no such run directory")
-    if not p.is_dir() or not (p / "config.json").is_file():
+    rd = RunDir(p)
+    if not p.is_dir() or not rd.is_run():
         raise CompareError(f"{p}: not a run directory (no config.json)")
     try:
-        config = json.loads((p / "config.json").read_text())
+        config = json.loads(rd.config.read_text())
     except (OSError, ValueError) as e:
-        raise CompareError(f"{p / 'config.json'}: cannot read the run's config ({e})") from None
+        raise CompareError(f"{rd.config}: cannot read the run's config ({e})") from None
     if not isinstance(config, dict):
-        raise CompareError(f"{p / 'config.json'}: not a config (expected a JSON object)")
-    recs = read_log(p / "log.jsonl")
+        raise CompareError(f"{rd.config}: not a config (expected a JSON object)")
+    recs = read_log(rd.log)
     train = _by_step([r for r in recs if r.get("kind") == "train"])
     evals = _by_step([r for r in recs if r.get("kind") == "eval"])
     notes: list[str] = []
     eval_files = []
-    for f in sorted(p.glob("eval-*.json")):
+    for f in sorted(p.glob(EVAL_GLOB)):
         try:
             eval_files.append(_read_eval_file(f))
         except (OSError, ValueError) as e:
             notes.append(f"{f}: skipped, cannot read it as an evaluation result ({e})")
-    try:
-        status = json.loads((p / "run.json").read_text())
-        status = status if isinstance(status, dict) else {}
-    except (OSError, ValueError):
-        status = {}
-    grids = sorted((int(m.group(1)), f) for f in (p / "samples").glob("fakes-*.png") if (m := FAKES_RE.match(f.name)))
+    status = read_status(p)
+    grids = sorted((int(m.group(1)), f) for f in rd.samples.glob(FAKES_GLOB) if (m := FAKES_RE.match(f.name)))
     grid_step, grid = grids[-1] if grids else (None, None)
     return Run(p, name or p.name, config, train, evals, eval_files, status, grid, grid_step, notes)
 

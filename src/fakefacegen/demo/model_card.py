@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..generate import LoadedGenerator, bundled_model_path
+from ..rundir import RunDir, read_log
 from .params import (
     MAX_FRAMES,
     MAX_GRID,
@@ -19,30 +20,11 @@ from .params import (
 )
 
 
-def _run_dir_of(path: Path) -> Path | None:
-    if path.parent.name == "checkpoints" and (path.parent.parent / "config.json").is_file():
-        return path.parent.parent
-    if path.suffix == ".safetensors" and (path.parent / "config.json").is_file():
-        return path.parent
-    return None
-
-
-def _fid_from_log(run_dir: Path, step: int | None) -> dict[str, Any] | None:
+def _fid_from_log(run: RunDir, step: int | None) -> dict[str, Any] | None:
     """The FID logged for ``step`` in the run's log.jsonl (else the last one logged at or before it)."""
-    log = run_dir / "log.jsonl"
-    if not log.is_file():
-        return None
     best = None
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a torn last line of a run being written
-        if not isinstance(rec, dict) or rec.get("kind") != "eval" or not isinstance(rec.get("fid"), (int, float)):
+    for rec in read_log(run.log):
+        if rec.get("kind") != "eval" or not isinstance(rec.get("fid"), (int, float)):
             continue
         if step is not None and isinstance(rec.get("step"), int) and rec["step"] > step:
             continue
@@ -50,7 +32,7 @@ def _fid_from_log(run_dir: Path, step: int | None) -> dict[str, Any] | None:
     if best is None:
         return None
     return {"fid": float(best["fid"]), "fid_n": best.get("n"), "fid_step": best.get("step"),
-            "fid_source": f"{log.name} of {run_dir.name}"}
+            "fid_source": f"{run.log.name} of {run.path.name}"}
 
 
 # "FID: 23.4", "FID = 23.4", "| FID (10k) | 23.4 |", "**FID** 23.4": the number right after the label,
@@ -88,9 +70,9 @@ def describe_model(G: LoadedGenerator) -> dict[str, Any]:
     """What the page shows about the loaded model; missing facts are None."""
     path = Path(G.source)
     meta = dict(G.meta or {})
-    run_dir = _run_dir_of(path)
+    run = RunDir.of_file(path)
     bundled = path.resolve() == bundled_model_path().resolve()
-    name = meta.get("name") or (run_dir.name if run_dir else path.stem)
+    name = meta.get("name") or (run.path.name if run else path.stem)
     info: dict[str, Any] = {
         "name": name, "source": str(path), "bundled": bundled, "resolution": G.resolution, "z_dim": G.z_dim,
         "step": meta.get("step"), "images_seen": meta.get("images_seen"), "ema": meta.get("ema"),
@@ -101,8 +83,8 @@ def describe_model(G: LoadedGenerator) -> dict[str, Any]:
     for k, v in card.items():
         if info.get(k) is None:
             info[k] = v
-    if info["fid"] is None and run_dir is not None:
-        info.update(_fid_from_log(run_dir, meta.get("step")) or {})
+    if info["fid"] is None and run is not None:
+        info.update(_fid_from_log(run, meta.get("step")) or {})
     try:
         info["params"] = sum(p.numel() for p in G.net.parameters())
     except Exception:  # pragma: no cover - any nn.Module has parameters()
