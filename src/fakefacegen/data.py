@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .dataset_format import IMAGES_FILE, DatasetFormatError, open_dataset
+from .randomness import STREAM_EPOCH, step_generator
 
 
 class FaceDataset(Dataset):
@@ -47,20 +48,6 @@ class FaceDataset(Dataset):
         return torch.from_numpy(batch)
 
 
-def _mix(*xs: int) -> int:
-    """A 63-bit seed from integers (SplitMix64-style), so (seed, epoch) and (seed, step) streams differ."""
-    h = 0x9E3779B97F4A7C15
-    for x in xs:
-        h = (h ^ (x & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    """A CPU generator for one purpose (``stream``) at one step: resuming needs no RNG state."""
-    return torch.Generator().manual_seed(_mix(seed, step, stream))
-
-
 class StepBatchSampler(Sampler[list[int]]):
     """Yields this process's indices for steps ``start_step, start_step+1, ...`` (forever).
 
@@ -80,7 +67,7 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def indices(self, step: int) -> list[int]:
         epoch, pos = divmod(step, self.steps_per_epoch)
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, epoch, 1)))
+        perm = torch.randperm(self.n, generator=step_generator(self.seed, epoch, STREAM_EPOCH))
         start = (pos * self.world_size + self.rank) * self.batch_size
         return perm[start:start + self.batch_size].tolist()
 

@@ -17,9 +17,9 @@ import torch
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_generator_file
 from .config import ConfigError, ModelConfig
-from .data import _mix
 from .images import make_grid, save_png, to_uint8
 from .models import build_generator
+from .randomness import STREAM_SAMPLE, step_generator
 from .rundir import RunDir
 
 BUNDLED = "celeba64.safetensors"
@@ -39,12 +39,12 @@ def noise(n: int, z_dim: int, seed: int, *, truncation: float | None = None, sta
         raise ValueError(f"truncation must be > 0, got {truncation}")
     rows = []
     for i in range(start, start + n):
-        g = torch.Generator().manual_seed(_mix(seed, i, 31))
-        z = torch.randn(z_dim, generator=g)
+        rng = step_generator(seed, i, STREAM_SAMPLE)
+        z = torch.randn(z_dim, generator=rng)
         if truncation is not None:
             bad = z.abs() > truncation
             while bad.any():
-                z[bad] = torch.randn(int(bad.sum()), generator=g)
+                z[bad] = torch.randn(int(bad.sum()), generator=rng)
                 bad = z.abs() > truncation
         rows.append(z)
     return torch.stack(rows) if rows else torch.empty(0, z_dim)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .gemm_conv import Conv2d, ConvTranspose2d
+from .randomness import seeded_rng
 
 
 def _kernel(arch: str) -> tuple[int, int, int]:
@@ -172,9 +173,9 @@ def recalibrate_batchnorm(g: Generator, *, batches: int = 8, batch_size: int = 1
         m.momentum = None
     g.train()
     device = next(g.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
+    rng = seeded_rng(seed)
     for _ in range(batches):
-        g(torch.randn(batch_size, g.z_dim, generator=gen).to(device))
+        g(torch.randn(batch_size, g.z_dim, generator=rng).to(device))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     g.train(was_training)

@@ -8,12 +8,12 @@ oneDNN); on CUDA, bf16 autocast where supported, else fp16 with a gradient scale
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass
 
 import torch
 
+from .cpus import available_cores
 from .gemm_conv import MAX_PIXELS, MIN_PIXELS
 
 
@@ -53,13 +53,6 @@ def cpu_has_native_bf16() -> bool:
         return False
     flags = cpu_flags()
     return bool({"avx512_bf16", "amx_bf16"} & flags)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:

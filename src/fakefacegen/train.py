@@ -25,18 +25,16 @@ from .augment import diff_augment
 from .checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
                          load_generator_file, prune_checkpoints, save_checkpoint, save_generator)
 from .config import Config
-from .data import FaceDataset, StepBatchSampler, step_generator, to_model_input
+from .data import FaceDataset, StepBatchSampler, to_model_input
 from .gemm_conv import set_gemm_route
 from .images import save_grid, to_uint8
 from .gan_step import GANStep
 from .models import Generator, build_models, recalibrate_batchnorm
 from .plots import plot_run
+from .randomness import (EVAL_SEED, GRID_SEED, ROLLBACK_SEED_STRIDE, STREAM_AUG, STREAM_FLIP, STREAM_NOISE,
+                         seeded_rng, step_generator)
 from .runtime import choose_fast_path, select_device
 from .rundir import RunDir, RunLock, append_log, new_run_dir, write_status, write_status_safely
-
-# Independent random streams (see data.step_generator).
-STREAM_NOISE, STREAM_FLIP, STREAM_AUG = 11, 12, 13
-GRID_SEED = 20240601  # the fixed-noise grid has its own seed, so changing train.seed keeps the grid's z
 
 
 
@@ -166,7 +164,7 @@ class Trainer:
                 cfg.save(self.files.config)  # config first, before anything can fail
             write_status(self.run_dir, "running", step=self.step, pid_world=self.world)
 
-        self.grid_z = torch.randn(64, cfg.model.z_dim, generator=torch.Generator().manual_seed(GRID_SEED))
+        self.grid_z = torch.randn(64, cfg.model.z_dim, generator=seeded_rng(GRID_SEED))
         self.evaluator = None
         if cfg.eval.every and self.is_main:
             from .metrics import TrainingEvaluator
@@ -312,7 +310,7 @@ class Trainer:
                 flip = (torch.rand(t.batch_size, generator=step_generator(t.seed, step, STREAM_FLIP)) < 0.5)[lo:hi]
             real = to_model_input(batch, device=dev, channels_last=fast.channels_last, flip=flip)
             z = torch.randn(t.batch_size, cfg.model.z_dim,
-                            generator=step_generator(t.seed + 7919 * self.rollbacks, step, STREAM_NOISE))[lo:hi]
+                            generator=step_generator(t.seed + ROLLBACK_SEED_STRIDE * self.rollbacks, step, STREAM_NOISE))[lo:hi]
             z = z.to(dev)
             aug_gen = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
 
@@ -485,7 +483,7 @@ class Trainer:
 
     def _evaluate(self) -> None:
         n = self.cfg.eval.n
-        z_all = torch.randn(n, self.cfg.model.z_dim, generator=torch.Generator().manual_seed(GRID_SEED + 1))
+        z_all = torch.randn(n, self.cfg.model.z_dim, generator=seeded_rng(EVAL_SEED))
 
         def sample_fn(count: int, seed: int = 0):  # noqa: ARG001 - fixed noise regardless of seed
             return to_uint8(self.sample(z_all[:count]))

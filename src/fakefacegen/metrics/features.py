@@ -18,16 +18,16 @@ Resize protocols (the resize changes FID, so it is part of every number's protoc
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cpus import available_cores
 from .inception import WEIGHTS_NAME, load_inception, model_fingerprint
 
 RESIZE_MODES = ("pytorch-fid", "clean")
@@ -47,17 +47,7 @@ LOGITS_UNAVAILABLE = (
 
 def available_cpus() -> int:
     """CPUs this process may really use: affinity mask, capped by a cgroup v2 quota if one is set."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
+    return available_cores(cgroup_quota=True)
 
 
 def runnable_elsewhere(samples: int = 3, interval: float = 0.01) -> int:

@@ -62,6 +62,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import fsync_path
+from ..cpus import available_cores
 from ..dataset_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -127,10 +128,7 @@ def _validate_size(size: Any) -> int:
 
 def _resolve_workers(workers: int | None) -> int:
     if workers is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except (AttributeError, OSError):
-            return max(1, os.cpu_count() or 1)
+        return available_cores()
     return _positive_int("workers", workers, or_none=True)
 
 
