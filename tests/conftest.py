@@ -46,11 +46,11 @@ def make_tiny_generator(path: Path, seed: int = 0) -> Path:
     N(0, 0.02) DCGAN init), BatchNorm statistics measured on its own outputs."""
     from fakefacegen.checkpoint import save_generator
     from fakefacegen.config import ModelConfig
-    from fakefacegen.models import Generator, recalibrate_batchnorm
+    from fakefacegen.models import DCGANGenerator, recalibrate_batchnorm
 
     torch.manual_seed(seed)
     mc = ModelConfig(resolution=32, width=8, z_dim=16)
-    g = Generator(mc)
+    g = DCGANGenerator(mc)
     recalibrate_batchnorm(g, batches=2, batch_size=64)
     save_generator(g.state_dict(), dataclasses.asdict(mc), path)
     return path

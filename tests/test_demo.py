@@ -31,7 +31,7 @@ from fakefacegen.config import ModelConfig  # noqa: E402
 from fakefacegen.demo.server import BackgroundServer, LRUBytes, create_app, describe_model  # noqa: E402
 from fakefacegen.generate import LoadedGenerator, load_generator  # noqa: E402
 from fakefacegen.images import make_grid  # noqa: E402
-from fakefacegen.models import Generator, recalibrate_batchnorm  # noqa: E402
+from fakefacegen.models import DCGANGenerator, recalibrate_batchnorm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STATIC = REPO / "src" / "fakefacegen" / "demo" / "static"
@@ -43,7 +43,7 @@ def make_tiny_model(path: Path, seed: int = 0, meta: dict | None = None, resolut
 
     torch.manual_seed(seed)
     mc = ModelConfig(resolution=resolution, width=8, z_dim=16)
-    g = Generator(mc)
+    g = DCGANGenerator(mc)
     # eval-mode images with BatchNorm statistics of these weights (not 0/1): varied, not flat
     recalibrate_batchnorm(g, batches=2, batch_size=32)
     save_generator(g.state_dict(), dataclasses.asdict(mc), path, meta=meta)

@@ -7,13 +7,13 @@ import torch
 from fakefacegen.checkpoint import CheckpointError, save_generator
 from fakefacegen.config import ModelConfig
 from fakefacegen.generate import load_generator, noise
-from fakefacegen.models import Generator, recalibrate_batchnorm
+from fakefacegen.models import DCGANGenerator, recalibrate_batchnorm
 
 
 def _tiny(tmp_path, res=32):
     torch.manual_seed(0)
     mc = ModelConfig(resolution=res, width=8, z_dim=16)
-    g = Generator(mc)
+    g = DCGANGenerator(mc)
     recalibrate_batchnorm(g, batches=1, batch_size=32)
     path = tmp_path / f"g{res}.safetensors"
     save_generator(g.state_dict(), dataclasses.asdict(mc), path, meta={"images_seen": 1})

@@ -33,8 +33,8 @@ def _angle(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def test_slerp_endpoints_are_exact():
-    g = torch.Generator().manual_seed(1)
-    a, b = torch.randn(100, generator=g) * 3, torch.randn(100, generator=g) * 0.5
+    rng = torch.Generator().manual_seed(1)
+    a, b = torch.randn(100, generator=rng) * 3, torch.randn(100, generator=rng) * 0.5
     out = slerp(a, b, torch.tensor([0.0, 1.0]))
     assert torch.equal(out[0], a) and torch.equal(out[1], b)
     assert torch.equal(slerp(a, b, 0.0), a) and torch.equal(slerp(a, b, 1), b)
@@ -42,8 +42,8 @@ def test_slerp_endpoints_are_exact():
 
 
 def test_slerp_interpolates_norm_linearly_and_angle_uniformly():
-    g = torch.Generator().manual_seed(2)
-    a, b = torch.randn(64, generator=g, dtype=torch.float64) * 2, torch.randn(64, generator=g, dtype=torch.float64)
+    rng = torch.Generator().manual_seed(2)
+    a, b = torch.randn(64, generator=rng, dtype=torch.float64) * 2, torch.randn(64, generator=rng, dtype=torch.float64)
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
     out = slerp(a, b, t)
     assert out.shape == (11, 64)
@@ -56,11 +56,11 @@ def test_slerp_interpolates_norm_linearly_and_angle_uniformly():
 
 
 def test_slerp_orthogonal_vectors_match_closed_form():
-    g = torch.Generator().manual_seed(3)
-    q, _ = torch.linalg.qr(torch.randn(32, 2, generator=g, dtype=torch.float64))
+    rng = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(32, 2, generator=rng, dtype=torch.float64))
     a, b = 1.7 * q[:, 0], 1.7 * q[:, 1]
     assert abs(float(a @ b)) < 1e-12
-    t = torch.rand(20, generator=g, dtype=torch.float64)
+    t = torch.rand(20, generator=rng, dtype=torch.float64)
     expected = torch.cos(t * math.pi / 2)[:, None] * a + torch.sin(t * math.pi / 2)[:, None] * b
     torch.testing.assert_close(slerp(a, b, t), expected)
     # midpoint of two orthogonal unit vectors is their normalised sum, not the shorter lerp midpoint
@@ -70,9 +70,9 @@ def test_slerp_orthogonal_vectors_match_closed_form():
 
 @pytest.mark.parametrize("case", ["parallel", "nearly_parallel", "antiparallel", "zero"])
 def test_slerp_degenerate_vectors_fall_back_to_lerp(case):
-    g = torch.Generator().manual_seed(4)
-    a = torch.randn(16, generator=g, dtype=torch.float64)
-    b = {"parallel": 2.5 * a, "nearly_parallel": a + 1e-12 * torch.randn(16, generator=g, dtype=torch.float64),
+    rng = torch.Generator().manual_seed(4)
+    a = torch.randn(16, generator=rng, dtype=torch.float64)
+    b = {"parallel": 2.5 * a, "nearly_parallel": a + 1e-12 * torch.randn(16, generator=rng, dtype=torch.float64),
          "antiparallel": -a, "zero": torch.zeros(16, dtype=torch.float64)}[case]
     t = torch.linspace(0, 1, 7, dtype=torch.float64)
     out = slerp(a, b, t)
@@ -81,8 +81,8 @@ def test_slerp_degenerate_vectors_fall_back_to_lerp(case):
 
 
 def test_slerp_broadcasts_batches_and_rejects_mismatched_lengths():
-    g = torch.Generator().manual_seed(5)
-    a, b = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    rng = torch.Generator().manual_seed(5)
+    a, b = torch.randn(4, 8, generator=rng), torch.randn(4, 8, generator=rng)
     out = slerp(a, b, 0.3)
     assert out.shape == (4, 8)
     for i in range(4):

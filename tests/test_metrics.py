@@ -53,10 +53,10 @@ class TinyNet(nn.Module):
 
     def __init__(self, logits: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(0)
+        rng = torch.Generator().manual_seed(0)
         self.conv = nn.Conv2d(3, 12, 7, stride=6)
         with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.1)
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=rng) * 0.1)
             self.conv.bias.zero_()
         self.head = nn.Linear(48, logits) if logits else None
         self.calls = 0

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fakefacegen.config import ConfigError, ModelConfig
-from fakefacegen.models import Discriminator, Generator, build_models, channels, recalibrate_batchnorm
+from fakefacegen.models import DCGANDiscriminator, DCGANGenerator, build_models, channels, recalibrate_batchnorm
 
 
 @pytest.mark.parametrize("res", [32, 64, 128])
@@ -87,7 +87,7 @@ def test_bad_inputs_name_the_problem():
 
 def test_spectral_norm_constrains_top_singular_value():
     torch.manual_seed(0)
-    d = Discriminator(ModelConfig(resolution=32, width=8, spectral_norm=True, d_norm="none"))
+    d = DCGANDiscriminator(ModelConfig(resolution=32, width=8, spectral_norm=True, d_norm="none"))
     d.train()
     for _ in range(30):  # power iterations run in train-mode forwards
         d(torch.randn(2, 3, 32, 32))
@@ -101,13 +101,13 @@ def test_spectral_norm_constrains_top_singular_value():
 
 def test_recalibrate_batchnorm_matches_batch_statistics():
     torch.manual_seed(0)
-    g = Generator(ModelConfig(resolution=32, width=8, z_dim=16))
+    g = DCGANGenerator(ModelConfig(resolution=32, width=8, z_dim=16))
     bn = g.net[1]
     bn.running_mean.fill_(5.0)
     recalibrate_batchnorm(g, batches=2, batch_size=64, seed=1)
     # Expected: the mean over the same 128 noise vectors of the first conv's output.
-    gen = torch.Generator().manual_seed(1)
-    zs = torch.cat([torch.randn(64, 16, generator=gen) for _ in range(2)])
+    rng = torch.Generator().manual_seed(1)
+    zs = torch.cat([torch.randn(64, 16, generator=rng) for _ in range(2)])
     with torch.no_grad():
         h = g.net[0](zs[:, :, None, None])
     torch.testing.assert_close(bn.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)

@@ -16,34 +16,34 @@ draw is made for all ``total`` images and sliced, so under torchrun each process
 exactly as a single process augments the whole batch (and no two processes repeat each other)."""
 
 
-def _rand(n: int, g: torch.Generator | None, x: torch.Tensor, rows: Rows = None) -> torch.Tensor:
+def _rand(n: int, rng: torch.Generator | None, x: torch.Tensor, rows: Rows = None) -> torch.Tensor:
     first, total = rows or (0, n)
-    return torch.rand(total, 1, 1, 1, generator=g)[first:first + n].to(device=x.device, dtype=x.dtype)
+    return torch.rand(total, 1, 1, 1, generator=rng)[first:first + n].to(device=x.device, dtype=x.dtype)
 
 
-def _randint(low: int, high: int, n: int, g: torch.Generator | None, x: torch.Tensor, rows: Rows = None) -> torch.Tensor:
+def _randint(low: int, high: int, n: int, rng: torch.Generator | None, x: torch.Tensor, rows: Rows = None) -> torch.Tensor:
     first, total = rows or (0, n)
-    return torch.randint(low, high, (total, 1, 1), generator=g, device="cpu")[first:first + n].to(x.device)
+    return torch.randint(low, high, (total, 1, 1), generator=rng, device="cpu")[first:first + n].to(x.device)
 
 
-def color(x: torch.Tensor, g: torch.Generator | None = None, rows: Rows = None) -> torch.Tensor:
+def color(x: torch.Tensor, rng: torch.Generator | None = None, rows: Rows = None) -> torch.Tensor:
     """Random brightness (+-0.5), saturation (x0..2) and contrast (x0.5..1.5) per image."""
     n = x.shape[0]
-    x = x + (_rand(n, g, x, rows) - 0.5)
+    x = x + (_rand(n, rng, x, rows) - 0.5)
     mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_rand(n, g, x, rows) * 2) + mean
+    x = (x - mean) * (_rand(n, rng, x, rows) * 2) + mean
     mean = x.mean(dim=[1, 2, 3], keepdim=True)
-    x = (x - mean) * (_rand(n, g, x, rows) + 0.5) + mean
+    x = (x - mean) * (_rand(n, rng, x, rows) + 0.5) + mean
     return x
 
 
-def translation(x: torch.Tensor, g: torch.Generator | None = None, ratio: float = 0.125,
+def translation(x: torch.Tensor, rng: torch.Generator | None = None, ratio: float = 0.125,
                 rows: Rows = None) -> torch.Tensor:
     """Shift each image by up to ``ratio`` of its size, filling with zeros (mid-grey in [-1, 1])."""
     n, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ty = _randint(-sh, sh + 1, n, g, x, rows)
-    tx = _randint(-sw, sw + 1, n, g, x, rows)
+    ty = _randint(-sh, sh + 1, n, rng, x, rows)
+    tx = _randint(-sw, sw + 1, n, rng, x, rows)
     bi, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(h, device=x.device),
                                 torch.arange(w, device=x.device), indexing="ij")
     gy = torch.clamp(gy + ty + 1, 0, h + 1)
@@ -53,13 +53,13 @@ def translation(x: torch.Tensor, g: torch.Generator | None = None, ratio: float 
     return padded.permute(0, 2, 3, 1)[bi, gy, gx].permute(0, 3, 1, 2)
 
 
-def cutout(x: torch.Tensor, g: torch.Generator | None = None, ratio: float = 0.5, rows: Rows = None) -> torch.Tensor:
+def cutout(x: torch.Tensor, rng: torch.Generator | None = None, ratio: float = 0.5, rows: Rows = None) -> torch.Tensor:
     """Zero a random square of ``ratio`` of the image side in each image."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     # Square centred at a uniformly random pixel; it may hang over the border, as in DiffAugment.
-    y0 = _randint(0, h, n, g, x, rows) - ch // 2
-    x0 = _randint(0, w, n, g, x, rows) - cw // 2
+    y0 = _randint(0, h, n, rng, x, rows) - ch // 2
+    x0 = _randint(0, w, n, rng, x, rows) - cw // 2
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = (ys >= y0) & (ys < y0 + ch) & (xs >= x0) & (xs < x0 + cw)
@@ -69,7 +69,7 @@ def cutout(x: torch.Tensor, g: torch.Generator | None = None, ratio: float = 0.5
 POLICIES = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def diff_augment(x: torch.Tensor, policy: str, g: torch.Generator | None = None, rows: Rows = None) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, policy: str, rng: torch.Generator | None = None, rows: Rows = None) -> torch.Tensor:
     """Apply the comma-separated policies in order; an empty policy returns ``x`` unchanged.
 
     ``rows=(first, total)``: ``x`` is one process's slice of a global batch of ``total`` (see Rows).
@@ -81,5 +81,5 @@ def diff_augment(x: torch.Tensor, policy: str, g: torch.Generator | None = None,
     cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     x = x.contiguous()
     for name in names:
-        x = POLICIES[name](x, g, rows=rows)
+        x = POLICIES[name](x, rng, rows=rows)
     return x.contiguous(memory_format=torch.channels_last) if cl else x

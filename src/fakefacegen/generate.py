@@ -55,7 +55,7 @@ class LoadedGenerator:
     """A generator ready to sample: ``G.sample(16, seed=0)`` -> uint8 (16, R, R, 3)."""
 
     net: torch.nn.Module
-    """The network: a DCGAN ``models.Generator`` or a ``stylegan.StyleGenerator``; ``net(z, psi)``."""
+    """The network: a DCGAN ``models.DCGANGenerator`` or a ``stylegan.StyleGenerator``; ``net(z, psi)``."""
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
 

@@ -44,7 +44,7 @@ def channels(cfg: ModelConfig) -> list[int]:
     return [cfg.width * 2 ** (n - 1 - i) for i in range(n)]
 
 
-class Generator(nn.Module):
+class DCGANGenerator(nn.Module):
     """z (N, z_dim) -> image (N, 3, R, R) in [-1, 1]."""
 
     def __init__(self, cfg: ModelConfig):
@@ -90,7 +90,7 @@ class Generator(nn.Module):
         return self.net(z[:, :, None, None])
 
 
-class Discriminator(nn.Module):
+class DCGANDiscriminator(nn.Module):
     """image (N, 3, R, R) -> logit (N,). No normalisation on the first layer."""
 
     def __init__(self, cfg: ModelConfig):
@@ -139,7 +139,7 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         from .stylegan import StyleGenerator
 
         return StyleGenerator(cfg)
-    return Generator(cfg)
+    return DCGANGenerator(cfg)
 
 
 def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
@@ -148,7 +148,7 @@ def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
         from .stylegan import ResidualDiscriminator, StyleGenerator
 
         return StyleGenerator(cfg), ResidualDiscriminator(cfg)
-    g, d = Generator(cfg), Discriminator(cfg)
+    g, d = DCGANGenerator(cfg), DCGANDiscriminator(cfg)
     if cfg.init == "dcgan":
         init_weights(g)
         init_weights(d)
@@ -156,7 +156,7 @@ def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(g: Generator, *, batches: int = 8, batch_size: int = 128, seed: int = 12345) -> None:
+def recalibrate_batchnorm(g: DCGANGenerator, *, batches: int = 8, batch_size: int = 128, seed: int = 12345) -> None:
     """Re-estimate G's BatchNorm running statistics for its current weights.
 
     An EMA copy of G inherits running statistics measured on other weights; sampling in eval mode

@@ -29,7 +29,7 @@ from .data import FaceDataset, StepBatchSampler, to_model_input
 from .gemm_conv import set_gemm_route
 from .images import save_grid, to_uint8
 from .gan_step import GANStep
-from .models import Generator, build_models, recalibrate_batchnorm
+from .models import build_models, recalibrate_batchnorm
 from .plots import plot_run
 from .randomness import (EVAL_SEED, GRID_SEED, ROLLBACK_SEED_STRIDE, STREAM_AUG, STREAM_FLIP, STREAM_NOISE,
                          seeded_rng, step_generator)
@@ -68,12 +68,13 @@ def _make_optimizer(params, oc) -> torch.optim.Optimizer:
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
+    """The plain module inside a DDP and/or torch.compile wrapper."""
     m = getattr(m, "module", m)  # DDP
     return getattr(m, "_orig_mod", m)  # torch.compile
 
 
 def _nonfinite_param(m: nn.Module) -> str | None:
-    for name, p in _unwrap(m).named_parameters():
+    for name, p in m.named_parameters():
         if not torch.isfinite(p).all():
             return name
     return None
@@ -145,7 +146,8 @@ class Trainer:
             self._load_state(state, g, d, source=ck)
         if t.compile:
             g, d = torch.compile(g), torch.compile(d)
-        self.g, self.d = dist.wrap(g, self.device), dist.wrap(d, self.device)
+        self.g, self.d = dist.wrap(g, self.device), dist.wrap(d, self.device)  # what the step calls
+        self.g_net, self.d_net = _unwrap(self.g), _unwrap(self.d)  # the plain modules: weights, state_dicts
         self.gan_step = GANStep(self.g, self.d, self.opt_g, self.opt_d, self.scaler, self.fast.autocast, t)
 
         # ---- Run directory (rank 0 writes; everyone knows where it is) ---------------------------
@@ -217,19 +219,19 @@ class Trainer:
         return {
             "config": self.cfg.to_dict(), "step": self.step, "images_seen": self.images_seen,
             "elapsed_s": self.elapsed, "best": self.best, "rollbacks": self.rollbacks,
-            "G": _unwrap(self.g).state_dict(), "D": _unwrap(self.d).state_dict(),
+            "G": self.g_net.state_dict(), "D": self.d_net.state_dict(),
             "G_ema": self.g_ema.state_dict() if self.g_ema is not None else None,
             "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "world_size": self.world,
         }
 
-    def sampling_generator(self) -> Generator:
+    def sampling_generator(self) -> nn.Module:
         """The network used for samples and metrics: the EMA copy (BN re-estimated) or G in eval mode."""
         if self.g_ema is not None:
             recalibrate_batchnorm(self.g_ema, batch_size=min(128, self.cfg.train.batch_size * 2))
             return self.g_ema
-        return _unwrap(self.g)
+        return self.g_net
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor) -> torch.Tensor:
@@ -312,11 +314,11 @@ class Trainer:
             z = torch.randn(t.batch_size, cfg.model.z_dim,
                             generator=step_generator(t.seed + ROLLBACK_SEED_STRIDE * self.rollbacks, step, STREAM_NOISE))[lo:hi]
             z = z.to(dev)
-            aug_gen = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
+            aug_rng = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
 
             def aug(x: torch.Tensor) -> torch.Tensor:
                 # Draws for the global batch, sliced to this process's rows (as flips and noise).
-                return diff_augment(x, t.augment, aug_gen, rows=(lo, t.batch_size)) if t.augment else x
+                return diff_augment(x, t.augment, aug_rng, rows=(lo, t.batch_size)) if t.augment else x
 
             # ---- The GAN step: D phase (with the lazy R1/R2 when due), then G phase ---------------
             out = self.gan_step(step, real, z, aug)
@@ -346,7 +348,7 @@ class Trainer:
                 self._diverged(what)
                 continue
             if self.g_ema is not None:
-                update_ema(self.g_ema, _unwrap(self.g), t.ema if step >= t.ema_start else 0.0)
+                update_ema(self.g_ema, self.g_net, t.ema if step >= t.ema_start else 0.0)
 
             self.step += 1
             dist.debug_dump(self, self.step)  # only with FAKEFACEGEN_DEBUG_DUMP_DIR set
@@ -415,14 +417,14 @@ class Trainer:
 
         One multi-tensor norm per network, no sync; a NaN/Inf weight makes its tensor's norm NaN/Inf
         (a finite tensor whose norm overflows fp32 is a false alarm that _nonfinite_weights clears)."""
-        norms = [n for m in (self.d, self.g) for n in torch._foreach_norm(list(_unwrap(m).parameters()))]
+        norms = [n for m in (self.d_net, self.g_net) for n in torch._foreach_norm(list(m.parameters()))]
         return (~torch.isfinite(torch.stack(norms))).any().float()
 
     def _nonfinite_weights(self) -> str | None:
         """'the discriminator weight X is NaN/Inf' (D first: it is updated first in a step), or None.
 
         Called only when _weights_maybe_nonfinite raised the flag, to name the weight."""
-        found = [f"{label} weight {name}" for label, m in (("discriminator", self.d), ("generator", self.g))
+        found = [f"{label} weight {name}" for label, m in (("discriminator", self.d_net), ("generator", self.g_net))
                  if (name := _nonfinite_param(m))]
         if not found:
             return None
@@ -437,7 +439,7 @@ class Trainer:
                       f"(rollback {self.rollbacks} of 3)", file=sys.stderr)
             state = load_checkpoint(ck, map_location=self.device)
             rollbacks = self.rollbacks
-            self._load_state(state, _unwrap(self.g), _unwrap(self.d), source=ck)
+            self._load_state(state, self.g_net, self.d_net, source=ck)
             self.rollbacks = rollbacks
             return
         raise DivergenceError(f"training diverged: {what}; no checkpoint was overwritten"
@@ -447,7 +449,7 @@ class Trainer:
         if not self.is_main:
             dist.barrier()
             return
-        bad = _nonfinite_param(self.g) or _nonfinite_param(self.d)
+        bad = _nonfinite_param(self.g_net) or _nonfinite_param(self.d_net)
         if bad:
             raise DivergenceError(f"training diverged: weight {bad} is NaN/Inf at step {self.step}; "
                                   f"no checkpoint was written")
