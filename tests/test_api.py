@@ -105,6 +105,6 @@ def test_bundled_cli_defaults(tmp_path, capsys):
 
     assert cli.main(["generate", "--n", "4", "--seed", "2", "--out", str(tmp_path / "faces")]) == 0
     assert len(list((tmp_path / "faces").glob("seed2-*.png"))) == 4
-    if "fakefacegen.interpolate" in cli.PLUGIN_COMMANDS:
+    if "fakefacegen.commands.interpolate" in cli.COMMANDS:
         assert cli.main(["interpolate", "--seeds", "1,2", "--frames", "4", "--out", str(tmp_path / "walk")]) == 0
         assert (tmp_path / "walk" / "walk.gif").is_file()

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from conftest import make_dataset_dir
-from fakefacegen.compare import CompareError, compare_runs, load_run, register, summarize
+from fakefacegen.commands.compare import register
+from fakefacegen.compare import CompareError, compare_runs, load_run, summarize
 
 # name -> overrides of the debug preset (8 steps, batch 8); "hinge" trains longer: a different budget.
 RUNS = {
@@ -265,7 +266,7 @@ def test_errors_name_the_path(runs, tmp_path):
 
 
 def test_cli_main(runs, tmp_path, capsys):
-    """Through `fakefacegen compare` (needs "fakefacegen.compare" in cli.PLUGIN_COMMANDS)."""
+    """Through `fakefacegen compare` (needs "fakefacegen.commands.compare" in cli.COMMANDS)."""
     from fakefacegen.cli import main
 
     assert main(["compare", str(runs["base"]), str(runs["hinge"]), "--out", str(tmp_path / "r")]) == 0

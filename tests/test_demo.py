@@ -421,7 +421,7 @@ def _args(**kw) -> argparse.Namespace:
 
 def test_busy_port_and_missing_model_are_one_line_errors(model_file, tmp_path):
     from fakefacegen.checkpoint import CheckpointError
-    from fakefacegen.demo import run
+    from fakefacegen.commands.demo import run
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -440,7 +440,8 @@ def test_busy_port_and_missing_model_are_one_line_errors(model_file, tmp_path):
 
 
 def test_missing_web_stack_names_the_extra(monkeypatch, model_file):
-    from fakefacegen.demo import DemoError, run
+    from fakefacegen.commands.demo import run
+    from fakefacegen.demo import DemoError
 
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
     with pytest.raises(DemoError, match=r"pip install 'fakefacegen\[demo\]'"):
@@ -448,9 +449,9 @@ def test_missing_web_stack_names_the_extra(monkeypatch, model_file):
 
 
 def test_demo_is_a_fakefacegen_subcommand():
-    """Needs "fakefacegen.demo" in cli.PLUGIN_COMMANDS."""
+    """Needs "fakefacegen.commands.demo" in cli.COMMANDS."""
     from fakefacegen import cli
-    from fakefacegen.demo import run
+    from fakefacegen.commands.demo import run
 
     a = cli._parser().parse_args(["demo", "runs/x", "--port", "8080", "--host", "0.0.0.0"])
     assert a.func is run and a.model == "runs/x" and a.port == 8080 and a.host == "0.0.0.0"
@@ -460,7 +461,7 @@ def test_demo_is_a_fakefacegen_subcommand():
 
 def test_demo_command_serves_until_interrupted(model_file):
     """`fakefacegen demo MODEL --port 0` prints its address, serves the page, and stops on Ctrl+C.
-    Needs "fakefacegen.demo" in cli.PLUGIN_COMMANDS."""
+    Needs "fakefacegen.commands.demo" in cli.COMMANDS."""
     import signal
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

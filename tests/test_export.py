@@ -13,7 +13,7 @@ import torch
 from fakefacegen import export as ex
 from fakefacegen.generate import LoadedGenerator, noise
 
-MODULE = "fakefacegen.export"
+MODULE = "fakefacegen.commands.export"
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx/onnxruntime not installed (pip install fakefacegen[export])")
 
@@ -47,7 +47,7 @@ def run_cli(argv: list[str]) -> int:
     """The console command, in process."""
     from fakefacegen import cli
 
-    assert MODULE in cli.PLUGIN_COMMANDS
+    assert MODULE in cli.COMMANDS
     return cli.main(argv)
 
 
@@ -153,7 +153,7 @@ def test_cli_bad_model_is_one_line(tmp_path, capsys):
 
 
 def test_registered_in_fakefacegen_cli(tiny_path, tmp_path, capsys):
-    """Passes once cli.PLUGIN_COMMANDS lists this module."""
+    """Passes once cli.COMMANDS lists this module."""
     from fakefacegen import cli
 
     with pytest.raises(SystemExit):

@@ -14,14 +14,14 @@ from fakefacegen.generate import noise
 from fakefacegen.interpolate import (interpolate, parse_seeds, save_animation, segment_rows, slerp,
                                      walk_latents)
 
-MODULE = "fakefacegen.interpolate"
+MODULE = "fakefacegen.commands.interpolate"
 
 
 def run_cli(argv: list[str]) -> int:
     """The console command, in process."""
     from fakefacegen import cli
 
-    assert MODULE in cli.PLUGIN_COMMANDS
+    assert MODULE in cli.COMMANDS
     return cli.main(argv)
 
 
@@ -230,7 +230,7 @@ def test_cli_missing_model_names_the_path(tmp_path, capsys):
 
 
 def test_registered_in_fakefacegen_cli(tiny_path, tmp_path, capsys):
-    """Passes once cli.PLUGIN_COMMANDS lists this module."""
+    """Passes once cli.COMMANDS lists this module."""
     from fakefacegen import cli
 
     with pytest.raises(SystemExit):

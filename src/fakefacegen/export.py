@@ -12,9 +12,7 @@ ONNX uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,16 +36,7 @@ DEFAULT_OPSET = 17
 CHECK_BATCHES = (1, 5)
 TRACE_BATCH = 2
 
-EXAMPLES = """examples:
-  fakefacegen export --format onnx --out export/               # the bundled model -> export/generator.onnx
-  fakefacegen export runs/00001-celeba64 --format both --out export/
-  fakefacegen export model.safetensors --format torchscript --out export/
 
-Using the ONNX file (needs only onnxruntime and numpy):
-  import numpy as np, onnxruntime as ort
-  sess = ort.InferenceSession("export/generator.onnx")
-  z = np.random.default_rng(0).standard_normal((16, sess.get_inputs()[0].shape[1])).astype(np.float32)
-  faces = ((sess.run(None, {"z": z})[0] + 1) * 127.5).round().clip(0, 255).astype(np.uint8)  # (16, 3, R, R)"""
 
 
 class MissingDependencyError(ImportError, RuntimeError):
@@ -211,32 +200,3 @@ def export_model(source: str | Path | None, out: str | Path, formats: tuple[str,
     return reports
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-
-
-def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``export`` subcommand to the ``fakefacegen`` parser."""
-    desc = "Export a generator to ONNX and/or TorchScript, checked against PyTorch on the same noise."
-    s = sub.add_parser("export", help=desc, description=desc, epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("model", nargs="?", default=None,
-                   help="run directory, checkpoint .pt or generator .safetensors (default: bundled model)")
-    s.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "both"),
-                   help="what to write (default onnx; onnx needs: pip install fakefacegen[export])")
-    s.add_argument("--out", default="export", help="output directory (default export/)")
-    s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    s.add_argument("--which", choices=("latest", "best"), default="latest", help="checkpoint of a run directory")
-    s.set_defaults(func=run)
-    return s
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``fakefacegen export``; returns the exit code."""
-    t0 = time.perf_counter()
-    reports = export_model(args.model, args.out, args.format, opset=args.opset, which=args.which)
-    for fmt, r in reports.items():
-        print(f"wrote {Path(args.out) / r['file']} ({fmt}): max abs difference from PyTorch "
-              f"{r['check']['max_abs_diff']:.3g} over batches {','.join(map(str, CHECK_BATCHES))}; details in {r['json']}")
-    print(f"done in {time.perf_counter() - t0:.1f}s")
-    return 0

@@ -13,8 +13,6 @@ training, and the faces midway fade towards a washed-out average.
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,10 +28,7 @@ if TYPE_CHECKING:  # torch is imported lazily so that `fakefacegen --help` stays
 
 FORMATS = ("gif", "webp")
 
-EXAMPLES = """examples:
-  fakefacegen interpolate --seeds 1,2,3 --frames 16 --out walk/     # bundled model: walk/walk.gif + walk/grid.png
-  fakefacegen interpolate runs/00001-celeba64 --seeds 4,8,15,16 --loop --format webp --out walk/
-  fakefacegen interpolate model.safetensors --seeds 0,1 --frames 32 --truncation 0.7 --scale 4 --fps 24"""
+
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float | Sequence[float] | torch.Tensor, *,
@@ -201,42 +196,3 @@ def interpolate_to_dir(source: str | Path | None, out: str | Path, seeds: Sequen
     return {"animation": anim, "grid": grid}
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-
-
-def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``interpolate`` subcommand to the ``fakefacegen`` parser."""
-    desc = "A latent walk between seeds (spherical interpolation) as an animated GIF/WebP and a grid PNG."
-    s = sub.add_parser("interpolate", help=desc, description=desc, epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("model", nargs="?", default=None,
-                   help="run directory, checkpoint .pt or generator .safetensors (default: bundled model)")
-    s.add_argument("--seeds", required=True, help="comma-separated seeds to walk through, e.g. 1,2,3 "
-                   "(seed S is the face `generate --seed S` draws first)")
-    s.add_argument("--frames", type=int, default=16, help="frames per segment, both endpoints included (default 16)")
-    s.add_argument("--loop", action="store_true", help="walk back from the last seed to the first")
-    s.add_argument("--truncation", type=float, default=None, help="truncated-normal noise, e.g. 0.7 (default off)")
-    s.add_argument("--psi", type=float, default=1.0, help="truncation towards the average latent, in [0, 1]: "
-                   "1 = off (default); in W for the style family, towards z = 0 for the DCGAN")
-    s.add_argument("--format", choices=FORMATS, default="gif", help="animation format (default gif)")
-    s.add_argument("--fps", type=float, default=12.0, help="animation frames per second (default 12)")
-    s.add_argument("--scale", type=int, default=1, help="upscale frames and grid by this factor (default 1)")
-    s.add_argument("--out", default="walk", help="output directory (default walk/)")
-    s.add_argument("--which", choices=("latest", "best"), default="latest", help="checkpoint of a run directory")
-    s.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
-    s.set_defaults(func=run)
-    return s
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``fakefacegen interpolate``; returns the exit code."""
-    seeds = parse_seeds(args.seeds)
-    t0 = time.perf_counter()
-    files = interpolate_to_dir(args.model, args.out, seeds, frames=args.frames, truncation=args.truncation, psi=args.psi,
-                               loop=args.loop, fmt=args.format, fps=args.fps, scale=args.scale,
-                               device=args.device, which=args.which)
-    segs = len(seeds) - (0 if args.loop else 1)
-    print(f"wrote {files['animation']} and {files['grid']} ({segs} segments x {args.frames} frames) "
-          f"in {time.perf_counter() - t0:.1f}s")
-    return 0

@@ -20,22 +20,21 @@ Only generated grids (``samples/fakes-*.png``) are copied; ``samples/real.png`` 
 
 Layout: :mod:`.runs` reads a run directory, :mod:`.stats` turns runs into the summary (curves,
 ranking, warnings), :mod:`.figures` draws the PNGs, :mod:`.render` writes the HTML page and
-summary.md from the summary, and :mod:`.report` ties them together (``compare_runs`` and the
-subcommand).
+summary.md from the summary, and :mod:`.report` ties them together (``compare_runs``); the
+subcommand's flags are in ``commands/compare.py``.
 """
 
 from __future__ import annotations
 
 from .figures import plot_losses, plot_metrics, side_by_side
 from .render import CSS, fmt_duration, fmt_value, render_html, render_markdown
-from .report import EXAMPLES, compare_runs, register, run
+from .report import compare_runs
 from .runs import METRICS, CompareError, Run, flatten, load_run
 from .stats import COLORS, SORTS, metric_curve, summarize
 
 __all__ = [
     "COLORS",
     "CSS",
-    "EXAMPLES",
     "METRICS",
     "SORTS",
     "CompareError",
@@ -48,10 +47,8 @@ __all__ = [
     "metric_curve",
     "plot_losses",
     "plot_metrics",
-    "register",
     "render_html",
     "render_markdown",
-    "run",
     "side_by_side",
     "summarize",
 ]

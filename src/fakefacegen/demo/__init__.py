@@ -1,23 +1,15 @@
-"""``fakefacegen demo``: a face generator in the browser (needs ``pip install 'fakefacegen[demo]'``).
+"""The face generator in the browser behind ``fakefacegen demo`` (needs ``pip install 'fakefacegen[demo]'``).
 
 A grid of faces from a seed (the seed is in the URL, so a link reproduces the grid), a truncation
 slider, the latent walk between two clicked faces as a strip and an animation, PNG downloads and
 the loaded model's facts. Everything the page needs is served by the package: it works offline.
 
-This module only registers the subcommand; the web stack (Starlette, uvicorn) is imported when the
-command runs, so ``fakefacegen --help`` stays fast and works without the extra.
+This module is light on purpose; the web stack (Starlette, uvicorn) is imported by :mod:`.server`
+when the command runs (``commands/demo.py``), so ``fakefacegen --help`` stays fast and works
+without the extra.
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
-import time
-
-EXAMPLES = """examples:
-  fakefacegen demo                                  # bundled model, serves http://127.0.0.1:7860
-  fakefacegen demo runs/00003-celeba64              # any run directory or checkpoint, 64 or 128 px
-  fakefacegen demo model.safetensors --host 0.0.0.0 --port 8080   # reachable from other machines"""
 
 DEFAULT_PORT = 7860
 
@@ -26,27 +18,8 @@ class DemoError(RuntimeError):
     """The demo cannot start; the message is one line naming the problem."""
 
 
-def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``demo`` subcommand to the ``fakefacegen`` parser."""
-    desc = "A face generator in the browser: grid, truncation slider, walks between faces, PNG downloads."
-    s = sub.add_parser("demo", help=desc, description=desc, epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("model", nargs="?", default=None,
-                   help="run directory, checkpoint .pt or generator .safetensors (default: bundled model)")
-    s.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
-    s.add_argument("--which", choices=("latest", "best"), default="latest", help="checkpoint of a run directory")
-    s.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
-    s.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the generator (default: torch's choice; 1 is best on a busy machine)")
-    s.add_argument("--cache-mb", type=int, default=64, help="memory for rendered images, in MB (default 64)")
-    s.add_argument("--log", action="store_true", help="log every request")
-    s.set_defaults(func=run)
-    return s
-
-
-def _need_extra() -> None:
+def need_extra() -> None:
+    """Raise DemoError naming the missing packages unless the 'demo' extra is installed."""
     missing = []
     for mod in ("starlette", "uvicorn"):
         try:
@@ -56,35 +29,3 @@ def _need_extra() -> None:
     if missing:
         raise DemoError(f"fakefacegen demo needs the 'demo' extra ({', '.join(missing)} not installed): "
                         f"pip install 'fakefacegen[demo]'")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``fakefacegen demo``: load the model once, print the address, serve until Ctrl+C."""
-    if not 0 <= args.port <= 65535:
-        raise DemoError(f"--port must be 0..65535, got {args.port}")
-    if args.cache_mb < 1:
-        raise DemoError(f"--cache-mb must be >= 1, got {args.cache_mb}")
-    if args.threads is not None and args.threads < 1:
-        raise DemoError(f"--threads must be >= 1, got {args.threads}")
-    _need_extra()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    from ..generate import load_generator
-    from .server import bind, create_app, serve, url_of
-
-    t0 = time.perf_counter()
-    G = load_generator(args.model, device=args.device, which=args.which)
-    app = create_app(G, cache_bytes=args.cache_mb << 20)
-    sock = bind(args.host, args.port)  # before printing: a busy port is an error, not a dead link
-    info = app.state.info
-    print(f"loaded {info['name']} ({G.resolution}px) in {time.perf_counter() - t0:.1f}s", flush=True)
-    print(f"FakeFaceGen demo at {url_of(sock)}  (Ctrl+C to stop)", flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"note: listening on {args.host}: other machines can reach this page", file=sys.stderr)
-    try:
-        serve(app, sock, log_level="info" if args.log else "warning", access_log=args.log)
-    finally:
-        sock.close()
-    return 0

@@ -1,0 +1,64 @@
+"""``fakefacegen demo``: a face generator in the browser (needs ``pip install 'fakefacegen[demo]'``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..demo import DEFAULT_PORT, DemoError, need_extra
+from .flags import add_device, add_model, add_which, device_of, subcommand
+
+EXAMPLES = """examples:
+  fakefacegen demo                                  # bundled model, serves http://127.0.0.1:7860
+  fakefacegen demo runs/00003-celeba64              # any run directory or checkpoint, 64 or 128 px
+  fakefacegen demo model.safetensors --host 0.0.0.0 --port 8080   # reachable from other machines"""
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = subcommand(sub, "demo", "A face generator in the browser: grid, truncation slider, walks between faces, "
+                   "PNG downloads.", EXAMPLES)
+    add_model(s)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
+    add_which(s)
+    add_device(s)
+    s.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the generator (default: torch's choice; 1 is best on a busy machine)")
+    s.add_argument("--cache-mb", type=int, default=64, help="memory for rendered images, in MB (default 64)")
+    s.add_argument("--log", action="store_true", help="log every request")
+    s.set_defaults(func=run)
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model once, print the address, serve until Ctrl+C."""
+    if not 0 <= args.port <= 65535:
+        raise DemoError(f"--port must be 0..65535, got {args.port}")
+    if args.cache_mb < 1:
+        raise DemoError(f"--cache-mb must be >= 1, got {args.cache_mb}")
+    if args.threads is not None and args.threads < 1:
+        raise DemoError(f"--threads must be >= 1, got {args.threads}")
+    need_extra()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from ..demo.server import bind, create_app, serve, url_of
+    from ..generate import load_generator
+
+    t0 = time.perf_counter()
+    G = load_generator(args.model, device=device_of(args), which=args.which)
+    app = create_app(G, cache_bytes=args.cache_mb << 20)
+    sock = bind(args.host, args.port)  # before printing: a busy port is an error, not a dead link
+    info = app.state.info
+    print(f"loaded {info['name']} ({G.resolution}px) in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(f"FakeFaceGen demo at {url_of(sock)}  (Ctrl+C to stop)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}: other machines can reach this page", file=sys.stderr)
+    try:
+        serve(app, sock, log_level="info" if args.log else "warning", access_log=args.log)
+    finally:
+        sock.close()
+    return 0
