@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from synthetic_faces import make_dataset_dir  # noqa: F401  (tests import it from conftest)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,22 @@ def debug_cfg(dataset32: Path):
 
 def needs_shared() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not CELEBA.is_dir(), reason=f"real CelebA faces not found at {CELEBA} (../shared absent)")
+
+
+def debug_train_argv(ds: Path, outdir: Path, *sets: str) -> list[str]:
+    """``fakefacegen train`` arguments: the debug preset on ``ds``, quiet, into ``outdir``; each of ``sets``
+    is one ``--set SECTION.FIELD=VALUE``."""
+    return [
+        "train",
+        "--data",
+        str(ds),
+        "--preset",
+        "debug",
+        "--quiet",
+        "--outdir",
+        str(outdir),
+        *(arg for s in sets for arg in ("--set", s)),
+    ]
 
 
 def make_tiny_generator(path: Path, seed: int = 0) -> Path:

@@ -24,6 +24,7 @@ def smooth_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 def make_dataset_dir(path: Path, n: int = 64, size: int = 32, seed: int = 0) -> Path:
     """A prepared-format dataset of :func:`smooth_images` (what `prepare` writes), without prepare."""
-    write_dataset(path, smooth_images(n, size, seed), source="synthetic", crop="center", filter="none",
-                  skipped=[], files_seen=n)
+    write_dataset(
+        path, smooth_images(n, size, seed), source="synthetic", crop="center", filter="none", skipped=[], files_seen=n
+    )
     return path

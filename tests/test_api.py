@@ -18,21 +18,24 @@ from fakefacegen.generate import bundled_model_path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 BUNDLED = bundled_model_path()
-needs_bundled = pytest.mark.skipif(not BUNDLED.is_file(),
-                                   reason=f"the bundled model is not installed yet ({BUNDLED} missing)")
+needs_bundled = pytest.mark.skipif(
+    not BUNDLED.is_file(), reason=f"the bundled model is not installed yet ({BUNDLED} missing)"
+)
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 def test_top_level_api_is_lazy():
     """`import fakefacegen` stays light; the API is importable from the package itself."""
-    code = ("import sys, fakefacegen\n"
-            "assert 'torch' not in sys.modules, 'import fakefacegen imported torch'\n"
-            "from fakefacegen import load_generator, bundled_model_path, noise, slerp, export_onnx\n"
-            "import fakefacegen.generate as g, fakefacegen.interpolate as i\n"
-            "assert load_generator is g.load_generator and slerp is i.slerp\n"
-            "assert 'load_generator' in dir(fakefacegen)\n"
-            "try:\n    fakefacegen.no_such_thing\nexcept AttributeError as e:\n    assert 'no_such_thing' in str(e)\n"
-            "else:\n    raise SystemExit('no AttributeError')\n")
+    code = (
+        "import sys, fakefacegen\n"
+        "assert 'torch' not in sys.modules, 'import fakefacegen imported torch'\n"
+        "from fakefacegen import load_generator, bundled_model_path, noise, slerp, export_onnx\n"
+        "import fakefacegen.generate as g, fakefacegen.interpolate as i\n"
+        "assert load_generator is g.load_generator and slerp is i.slerp\n"
+        "assert 'load_generator' in dir(fakefacegen)\n"
+        "try:\n    fakefacegen.no_such_thing\nexcept AttributeError as e:\n    assert 'no_such_thing' in str(e)\n"
+        "else:\n    raise SystemExit('no AttributeError')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr.strip().splitlines()[-1:]

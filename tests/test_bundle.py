@@ -18,8 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def bundle(*args: str) -> str:
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "bundle_model.py"), *map(str, args)],
-                       capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bundle_model.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -35,6 +39,7 @@ def test_bundle_from_run_checkpoint_and_generator_file(debug_cfg, tmp_path):
     state, model, meta = load_generator_file(a)
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())  # loaded as fp32
     from safetensors import safe_open
+
     with safe_open(str(a), "pt") as f:
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys() if f.get_tensor(k).is_floating_point())
     assert meta["step"] == debug_cfg.train.steps and meta["fid"] == 12.5 and meta["fid_n"] == 2000

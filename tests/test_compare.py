@@ -63,8 +63,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                     rec["kid"], rec["kid_std"] = kid, kid / 10
                 f.write(json.dumps(rec) + "\n")
     # An `evaluate --out` result for one run (the eval-*.json convention).
-    (out["hinge"] / "eval-10k.json").write_text(json.dumps({"fid": 42.5, "kid": 0.031, "kid_std": 0.002,
-                                                            "n_real": 10000, "n_fake": 10000}))
+    (out["hinge"] / "eval-10k.json").write_text(
+        json.dumps({"fid": 42.5, "kid": 0.031, "kid_std": 0.002, "n_real": 10000, "n_fake": 10000})
+    )
     return out
 
 
@@ -197,8 +198,11 @@ def test_summary_matches_logs(runs, report):
         kid = [e["kid"][0] if isinstance(e["kid"], list) else e["kid"] for e in evals]
         assert by[name]["final"]["fid"] == evals[-1]["fid"] and by[name]["final"]["kid"] == kid[-1]
         i = min(range(len(evals)), key=lambda j: evals[j]["fid"])
-        assert by[name]["best"]["fid"] == {"value": evals[i]["fid"], "step": evals[i]["step"],
-                                           "images_seen": evals[i]["images_seen"]}
+        assert by[name]["best"]["fid"] == {
+            "value": evals[i]["fid"],
+            "step": evals[i]["step"],
+            "images_seen": evals[i]["images_seen"],
+        }
         assert by[name]["best"]["kid"]["value"] == min(kid)
     assert by["hinge"]["final"]["kid_std"] == pytest.approx(EVALS["hinge"][-1][2] / 10)
     assert by["hinge"]["evaluate_main"]["fid"] == 42.5 and by["hinge"]["evaluate_main"]["n"] == 10000
@@ -209,11 +213,27 @@ def test_summary_matches_logs(runs, report):
 
     md = (report / "summary.md").read_text()
     table = [ln for ln in md.splitlines() if ln.startswith("|")]
-    assert table[0].split("|")[1:-1] == [f" {h} " for h in (
-        "rank", "run", "config diff", "images seen", "wall-clock", "final FID", "best FID (step)", "final KID",
-        "best KID (step)", "evaluate FID (N)")]
+    assert table[0].split("|")[1:-1] == [
+        f" {h} "
+        for h in (
+            "rank",
+            "run",
+            "config diff",
+            "images seen",
+            "wall-clock",
+            "final FID",
+            "best FID (step)",
+            "final KID",
+            "best KID (step)",
+            "evaluate FID (N)",
+        )
+    ]
     assert len(table) == 2 + len(RUNS)
-    assert f"**{runs['hinge'].name}**" in table[2] and "train.loss=hinge" in table[2] and f"{by['hinge']['images_seen']:,}" in table[2]
+    assert (
+        f"**{runs['hinge'].name}**" in table[2]
+        and "train.loss=hinge" in table[2]
+        and f"{by['hinge']['images_seen']:,}" in table[2]
+    )
     assert "60.00 (@6)" in table[3] and "70.00" in table[3] and "train.ema=0.9" in table[3]
     assert "baseline" in table[4] and "Budgets differ" in md
 

@@ -16,14 +16,28 @@ def test_every_preset_loads_and_validates():
 
 def test_defaults_are_the_reference_dcgan():
     c = Config()
-    assert (c.train.batch_size, c.train.loss, c.g_opt.name, c.g_opt.lr, c.g_opt.beta1, c.g_opt.beta2) == \
-        (128, "bce", "adam", 2e-4, 0.5, 0.999)
+    assert (c.train.batch_size, c.train.loss, c.g_opt.name, c.g_opt.lr, c.g_opt.beta1, c.g_opt.beta2) == (
+        128,
+        "bce",
+        "adam",
+        2e-4,
+        0.5,
+        0.999,
+    )
     assert (c.model.z_dim, c.model.init, c.train.real_label, c.train.fake_label) == (100, "dcgan", 1.0, 0.0)
 
 
 def test_overrides_are_typed():
-    cfg = make_config("celeba64", ["train.ema=0.999", "train.augment=color,translation", "model.spectral_norm=true",
-                                   "d_opt.lr=1e-4", "train.steps=10"])
+    cfg = make_config(
+        "celeba64",
+        [
+            "train.ema=0.999",
+            "train.augment=color,translation",
+            "model.spectral_norm=true",
+            "d_opt.lr=1e-4",
+            "train.steps=10",
+        ],
+    )
     assert cfg.train.ema == 0.999 and cfg.train.augment == "color,translation"
     assert cfg.model.spectral_norm is True and cfg.d_opt.lr == 1e-4 and cfg.g_opt.lr == 2e-4
     assert isinstance(cfg.train.steps, int)
@@ -36,12 +50,21 @@ def test_on_off_switches_read_as_words_not_yaml_booleans():
         make_config("celeba64", ["train.gemm_convs=sometimes"])
 
 
-@pytest.mark.parametrize("override,field", [
-    ("train.batch_size=0", "train.batch_size"), ("model.resolution=100", "model.resolution"),
-    ("train.loss=wgan", "train.loss"), ("train.steps=abc", "train.steps"), ("train.nope=1", "train.nope"),
-    ("g_opt.name=rmsprop", "g_opt.name"), ("train.augment=color,zoom", "train.augment"),
-    ("train.ema=1.5", "train.ema"), ("model.width=-8", "model.width"), ("eval.precision=int8", "eval.precision"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.resolution=100", "model.resolution"),
+        ("train.loss=wgan", "train.loss"),
+        ("train.steps=abc", "train.steps"),
+        ("train.nope=1", "train.nope"),
+        ("g_opt.name=rmsprop", "g_opt.name"),
+        ("train.augment=color,zoom", "train.augment"),
+        ("train.ema=1.5", "train.ema"),
+        ("model.width=-8", "model.width"),
+        ("eval.precision=int8", "eval.precision"),
+    ],
+)
 def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         make_config("celeba64", [override])

@@ -90,11 +90,14 @@ def test_truncated_images_give_one_line_naming_the_file(tmp_path):
     one_line_error(lambda: F.load_manifest(ds), str(ipath), "missing")
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("{not json", "unreadable JSON"),
-    ("[1, 2]", "not a JSON object"),
-    ('{"format": "fakefacegen-dataset"}', "missing key(s) format_version, count, size, content_hash"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("{not json", "unreadable JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"format": "fakefacegen-dataset"}', "missing key(s) format_version, count, size, content_hash"),
+    ],
+)
 def test_malformed_manifest_gives_one_line_naming_the_file(tmp_path, text, needle):
     ds = tmp_path / "ds"
     F.write_dataset(ds, images())
@@ -105,13 +108,16 @@ def test_malformed_manifest_gives_one_line_naming_the_file(tmp_path, text, needl
     assert F.is_fakefacegen_dataset(ds) == ("fakefacegen-dataset" in text)
 
 
-@pytest.mark.parametrize("field, value, needle", [
-    ("format", "something-else", "format is 'something-else'"),
-    ("format_version", 99, "unsupported format_version 99"),
-    ("count", -1, "invalid count/size"),
-    ("count", 4, "does not match manifest"),
-    ("size", 16, "does not match manifest"),
-])
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [
+        ("format", "something-else", "format is 'something-else'"),
+        ("format_version", 99, "unsupported format_version 99"),
+        ("count", -1, "invalid count/size"),
+        ("count", 4, "does not match manifest"),
+        ("size", 16, "does not match manifest"),
+    ],
+)
 def test_manifest_fields_are_checked(tmp_path, field, value, needle):
     ds = tmp_path / "ds"
     m = F.write_dataset(ds, images())

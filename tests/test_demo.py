@@ -131,13 +131,16 @@ def test_fid_comes_from_the_run_log_for_the_loaded_checkpoint(tmp_path, G):
     run = tmp_path / "00007-celeba64"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text("{}")
-    recs = [{"kind": "train", "step": 100, "loss_d": 1.0},
-            {"kind": "eval", "step": 1000, "images_seen": 64000, "fid": 80.25, "n": 2000},
-            {"kind": "eval", "step": 2000, "images_seen": 128000, "fid": 61.5, "n": 2000},
-            {"kind": "eval", "step": 3000, "images_seen": 192000, "fid": 55.0, "n": 2000}]
-    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"kind\": \"ev")  # torn last line
-    loaded = LoadedGenerator(G.net, str(run / "checkpoints" / "ckpt-00002500.pt"),
-                             {"step": 2500, "images_seen": 160000, "ema": True})
+    recs = [
+        {"kind": "train", "step": 100, "loss_d": 1.0},
+        {"kind": "eval", "step": 1000, "images_seen": 64000, "fid": 80.25, "n": 2000},
+        {"kind": "eval", "step": 2000, "images_seen": 128000, "fid": 61.5, "n": 2000},
+        {"kind": "eval", "step": 3000, "images_seen": 192000, "fid": 55.0, "n": 2000},
+    ]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + '\n{"kind": "ev')  # torn last line
+    loaded = LoadedGenerator(
+        G.net, str(run / "checkpoints" / "ckpt-00002500.pt"), {"step": 2500, "images_seen": 160000, "ema": True}
+    )
     info = describe_model(loaded)
     assert info["name"] == "00007-celeba64" and info["images_seen"] == 160000
     # the checkpoint is at step 2500: the FID logged at step 2000 describes it, the one at 3000 does not
@@ -163,8 +166,9 @@ def test_grid_is_the_seeds_faces_and_deterministic(server, G):
     assert np.abs(other.astype(int) - grid).mean() > 5  # another seed, other faces
     # n, cols, pad, scale
     status, _, body = get(server.url + "/api/grid.png?seed=5&n=6&cols=3&pad=0&scale=2")
-    np.testing.assert_array_equal(png(body)[:64, :64], np.asarray(
-        Image.fromarray(G.sample(1, 5)[0]).resize((64, 64), Image.Resampling.LANCZOS)))
+    np.testing.assert_array_equal(
+        png(body)[:64, :64], np.asarray(Image.fromarray(G.sample(1, 5)[0]).resize((64, 64), Image.Resampling.LANCZOS))
+    )
     assert png(body).shape == (2 * 64, 3 * 64, 3)
 
 
@@ -193,7 +197,7 @@ def test_walk_strip_runs_from_face_a_to_face_b(server, G):
     assert status == 200 and h["content-type"] == "image/png"
     strip = png(body)
     assert strip.shape == (36, 6 * 34 + 2, 3)
-    frames = [strip[2:34, 2 + k * 34: 34 + k * 34] for k in range(6)]
+    frames = [strip[2:34, 2 + k * 34 : 34 + k * 34] for k in range(6)]
     a, b = G.sample(8, 5)[7], G.sample(1, 9)[0]
     assert np.abs(frames[0].astype(int) - a).max() <= 1 and np.abs(frames[-1].astype(int) - b).max() <= 1
     mid = frames[3].astype(int)
@@ -287,12 +291,15 @@ def test_wrong_method_and_the_server_keeps_serving(server):
 def test_a_failing_render_is_a_json_500_and_the_server_recovers(G, monkeypatch):
     app = create_app(G)
     with BackgroundServer(app) as s:
+
         def boom(*a, **k):
             raise RuntimeError("simulated failure\nwith a second line")
 
         monkeypatch.setattr(app.state.renderer, "faces", boom)
         status, h, body = get(s.url + "/api/face.png?seed=3")
-        assert status == 500 and json.loads(body) == {"error": "internal error while serving /api/face.png: RuntimeError"}
+        assert status == 500 and json.loads(body) == {
+            "error": "internal error while serving /api/face.png: RuntimeError"
+        }
         monkeypatch.undo()
         assert get(s.url + "/api/face.png?seed=3")[0] == 200  # not a cached failure
 
@@ -304,13 +311,16 @@ def test_a_failing_render_is_a_json_500_and_the_server_recovers(G, monkeypatch):
 def test_50_concurrent_requests_all_answer_correctly_with_bounded_memory(G):
     cache_bytes = 60_000  # a few dozen small PNGs: forces evictions during the burst
     app = create_app(G, cache_bytes=cache_bytes)
-    reqs = ([f"/api/face.png?seed={s}&index={s % 5}" for s in range(20)]
-            + ["/api/grid.png?seed=77"] * 10
-            + [f"/api/grid.png?seed={s}&n=9&truncation=0.6" for s in range(10)]
-            + [f"/api/walk.png?a={s}:0&b={s + 1}:2&frames=4" for s in range(10)])
+    reqs = (
+        [f"/api/face.png?seed={s}&index={s % 5}" for s in range(20)]
+        + ["/api/grid.png?seed=77"] * 10
+        + [f"/api/grid.png?seed={s}&n=9&truncation=0.6" for s in range(10)]
+        + [f"/api/walk.png?a={s}:0&b={s + 1}:2&frames=4" for s in range(10)]
+    )
     assert len(reqs) == 50
     barrier = threading.Barrier(50)
     with BackgroundServer(app) as s:
+
         def one(path):
             barrier.wait(timeout=30)
             t0 = time.perf_counter()
@@ -322,15 +332,20 @@ def test_50_concurrent_requests_all_answer_correctly_with_bounded_memory(G):
         assert not renderer.inflight
         assert renderer.cache.nbytes <= cache_bytes
         assert get(s.url + "/api/model")[0] == 200
-    for path, status, h, body, _ in results:
+    for path, status, _h, body, _ in results:
         assert status == 200, (path, body[:200])
         img = png(body)
         q = dict(p.split("=") for p in path.split("?")[1].split("&"))
         if path.startswith("/api/face"):
             expect = G.sample(int(q["index"]) + 1, int(q["seed"]))[-1]
         elif path.startswith("/api/grid"):
-            expect = make_grid(G.sample(int(q.get("n", 16)), int(q["seed"]),
-                                        truncation=float(q["truncation"]) if "truncation" in q else None))
+            expect = make_grid(
+                G.sample(
+                    int(q.get("n", 16)),
+                    int(q["seed"]),
+                    truncation=float(q["truncation"]) if "truncation" in q else None,
+                )
+            )
         else:
             sa, ia = map(int, q["a"].split(":"))
             expect = G.sample(ia + 1, sa)[-1]
@@ -344,6 +359,7 @@ def test_identical_concurrent_requests_share_one_render(G):
     app = create_app(G)
     barrier = threading.Barrier(20)
     with BackgroundServer(app) as s:
+
         def one(_):
             barrier.wait(timeout=30)
             return get(s.url + "/api/grid.png?seed=123&n=64&scale=2")
@@ -367,6 +383,7 @@ def test_concurrent_single_faces_share_forward_passes(G, monkeypatch):
     monkeypatch.setattr(renderer, "faces", slow_faces)
     barrier = threading.Barrier(16)
     with BackgroundServer(app) as s:
+
         def one(i):
             barrier.wait(timeout=30)
             return get(f"{s.url}/api/face.png?seed=40&index={i}" + ("&truncation=0.5" if i % 2 else ""))
@@ -384,6 +401,7 @@ def test_too_many_waiting_renders_get_503_and_the_server_recovers(G):
     app = create_app(G, max_pending=2)
     barrier = threading.Barrier(24)
     with BackgroundServer(app) as s:
+
         def one(seed):
             barrier.wait(timeout=30)
             return get(f"{s.url}/api/grid.png?seed={seed}&n=64&scale=4")
@@ -414,8 +432,9 @@ def test_lru_cache_is_bounded_by_bytes_and_items():
 
 
 def _args(**kw) -> argparse.Namespace:
-    base = dict(model=None, host="127.0.0.1", port=0, which="latest", device="cpu", cache_mb=64, log=False,
-                threads=None)
+    base = dict(
+        model=None, host="127.0.0.1", port=0, which="latest", device="cpu", cache_mb=64, log=False, threads=None
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -465,8 +484,13 @@ def test_demo_command_serves_until_interrupted(model_file):
     import signal
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "fakefacegen", "demo", str(model_file), "--port", "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "fakefacegen", "demo", str(model_file), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         url = None
         t0 = time.monotonic()

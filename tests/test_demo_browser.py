@@ -37,21 +37,35 @@ pytest.importorskip("uvicorn", reason="the demo extra is not installed (pip inst
 from fakefacegen.demo.server import BackgroundServer, create_app  # noqa: E402
 from fakefacegen.generate import load_generator  # noqa: E402
 from fakefacegen.images import make_grid  # noqa: E402
-
 from test_demo import make_tiny_model  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="no headless Chromium + chromedriver (Debian: apt-get install chromium chromium-driver, "
-           "or scripts/install_browser.sh)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="no headless Chromium + chromedriver (Debian: apt-get install chromium chromium-driver, "
+        "or scripts/install_browser.sh)",
+    ),
+]
 
 # The network is closed here: nothing may try to reach the internet, and no profile is reused.
-CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", "--disable-extensions", "--hide-scrollbars",
-               "--force-device-scale-factor=1", "--window-size=1060,720"]
+CHROME_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--window-size=1060,720",
+]
 SHOT_SIZE = (1000, 720)
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
 
@@ -68,8 +82,9 @@ class Browser:
     def __init__(self, timeout: float = 60.0):
         self.profile = tempfile.mkdtemp(prefix="fakefacegen-chromium-")
         port = _free_port()
-        self.driver = subprocess.Popen([CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+        self.driver = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.base = f"http://127.0.0.1:{port}"
         self.sid = None
         t0 = time.monotonic()
@@ -83,11 +98,19 @@ class Browser:
                 self.close()
                 raise RuntimeError("chromedriver did not start")
             time.sleep(0.1)
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome", "pageLoadStrategy": "normal",
-            "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": CHROME_ARGS + [f"--user-data-dir={self.profile}"]},
-        }}}
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "pageLoadStrategy": "normal",
+                    "goog:loggingPrefs": {"browser": "ALL"},
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": CHROME_ARGS + [f"--user-data-dir={self.profile}"],
+                    },
+                }
+            }
+        }
         try:
             self.sid = self._call("POST", "/session", caps)["value"]["sessionId"]
         except Exception:
@@ -96,15 +119,17 @@ class Browser:
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
             v = json.loads(e.read() or b"{}").get("value", {})
-            raise AssertionError(f"webdriver {method} {path}: {v.get('error')}: "
-                                 f"{str(v.get('message', ''))[:300]}") from None
+            raise AssertionError(
+                f"webdriver {method} {path}: {v.get('error')}: {str(v.get('message', ''))[:300]}"
+            ) from None
 
     def s(self, method: str, path: str, body: dict | None = None):
         return self._call(method, f"/session/{self.sid}{path}", body)["value"]
@@ -124,15 +149,19 @@ class Browser:
     def click_at(self, css: str, dx: int) -> None:
         """Press and release the mouse ``dx`` px right of the element's centre: a real pointer gesture."""
         el = self.find(css)
-        self.s("POST", "/actions", {"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
-                                                 "actions": [{"type": "pointerMove", "origin": el, "x": dx, "y": 0},
-                                                             {"type": "pointerDown", "button": 0},
-                                                             {"type": "pointerUp", "button": 0}]}]})
+        self.pointer(
+            {"type": "pointerMove", "origin": el, "x": dx, "y": 0},
+            {"type": "pointerDown", "button": 0},
+            {"type": "pointerUp", "button": 0},
+        )
 
     def move_to(self, x: int, y: int) -> None:
-        self.s("POST", "/actions", {"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
-                                                 "actions": [{"type": "pointerMove", "origin": "viewport",
-                                                              "x": x, "y": y}]}]})
+        self.pointer({"type": "pointerMove", "origin": "viewport", "x": x, "y": y})
+
+    def pointer(self, *actions: dict) -> None:
+        """Perform mouse ``actions`` (WebDriver pointer actions) in order."""
+        mouse = {"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": list(actions)}
+        self.s("POST", "/actions", {"actions": [mouse]})
 
     def wait(self, script: str, *args, timeout: float = 60.0):
         """Poll ``script`` (a JS expression body returning a value) until it is truthy; returns it."""
@@ -147,8 +176,14 @@ class Browser:
 
     def viewport(self, width: int, height: int) -> None:
         """Make the page's viewport exactly width x height CSS pixels (the window size includes browser UI)."""
-        self.s("POST", "/goog/cdp/execute", {"cmd": "Emulation.setDeviceMetricsOverride", "params": {
-            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}})
+        self.s(
+            "POST",
+            "/goog/cdp/execute",
+            {
+                "cmd": "Emulation.setDeviceMetricsOverride",
+                "params": {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            },
+        )
 
     def screenshot(self) -> bytes:
         return base64.b64decode(self.s("GET", "/screenshot"))
@@ -180,8 +215,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def G(tmp_path_factory):
-    return load_generator(make_tiny_model(tmp_path_factory.mktemp("browser") / "tiny32.safetensors",
-                                          meta={"images_seen": 50_000}))
+    return load_generator(
+        make_tiny_model(tmp_path_factory.mktemp("browser") / "tiny32.safetensors", meta={"images_seen": 50_000})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -213,20 +249,19 @@ def test_page_shows_the_seeds_faces_and_reacts_to_new_faces_slider_and_clicks(br
     assert browser.js("return document.querySelectorAll('#grid canvas').length") == 16
     np.testing.assert_array_equal(face_on_page(browser, 0), G.sample(1, 7)[0])
     np.testing.assert_array_equal(face_on_page(browser, 15), G.sample(16, 7)[15])
-    model = browser.wait("const t = document.getElementById('model').textContent; "
-                         "return t.includes('px') ? t : null")
+    model = browser.wait("const t = document.getElementById('model').textContent; return t.includes('px') ? t : null")
     assert "tiny32" in model and "32×32 px" in model and "50k images seen" in model
 
     # "New faces": a new seed, in the URL and on the canvases
     browser.click("#new-faces")
-    key = browser.wait(f"const k = document.body.dataset.grid; return k && k !== '7|16|null' ? k : null")
+    key = browser.wait("const k = document.body.dataset.grid; return k && k !== '7|16|null' ? k : null")
     seed = int(key.split("|")[0])
     assert url_params(browser)["seed"] == str(seed) and key == f"{seed}|16|null"
     np.testing.assert_array_equal(face_on_page(browser, 3), G.sample(4, seed)[3])
 
     # The slider: a click near its left end turns truncation on at a low value and re-renders
     browser.click_at("#truncation", -60)
-    key = browser.wait(f"const k = document.body.dataset.grid; return k && !k.endsWith('|null') ? k : null")
+    key = browser.wait("const k = document.body.dataset.grid; return k && !k.endsWith('|null') ? k : null")
     t = float(key.split("|")[2])
     assert 0.3 <= t < 0.65 and url_params(browser)["truncation"] == f"{t:.2f}"
     assert browser.js("return document.getElementById('trunc-on').checked") is True
@@ -241,8 +276,10 @@ def test_page_shows_the_seeds_faces_and_reacts_to_new_faces_slider_and_clicks(br
     strip_w = browser.js("return document.getElementById('walk-strip').naturalWidth")
     assert strip_w == 8 * (32 + 2) + 2
     assert browser.js("return document.getElementById('walk-anim').naturalWidth") == 32
-    assert browser.js("return [...document.querySelectorAll('.face.picked .badge')].map(b => b.textContent)") \
-        == ["A", "B"]
+    assert browser.js("return [...document.querySelectorAll('.face.picked .badge')].map(b => b.textContent)") == [
+        "A",
+        "B",
+    ]
 
     # The link reproduces the grid
     link = browser.js("return location.href")
@@ -287,7 +324,8 @@ def _save_small_png(shot: bytes, path: Path, limit: int = 300_000) -> int:
     while buf.tell() > limit and colors >= 16:
         buf = io.BytesIO()
         im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
-            buf, format="PNG", optimize=True)
+            buf, format="PNG", optimize=True
+        )
         colors //= 2
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.getvalue())
@@ -313,8 +351,9 @@ def test_screenshot_and_time_to_first_grid(browser, tmp_path):
             b.click('#grid .face[data-index="1"]')
             b.click('#grid .face[data-index="6"]')
             b.wait("return document.body.dataset.walk || null")
-            b.wait("return document.getElementById('end-b').complete && "
-                   "document.getElementById('end-b').naturalWidth > 0")
+            b.wait(
+                "return document.getElementById('end-b').complete && document.getElementById('end-b').naturalWidth > 0"
+            )
             b.js("document.activeElement.blur()")
             b.move_to(SHOT_SIZE[0] - 5, 5)  # park the mouse off the faces: no hover overlay in the picture
             time.sleep(0.4)  # let the overlay's fade-out finish

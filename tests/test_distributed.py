@@ -32,24 +32,60 @@ from fakefacegen.config import make_config
 
 STEPS = 4
 # Everything the slow runs share: tiny, one thread per process, grids only at the start and the end.
-BASE = ["--preset", "debug", "--steps", str(STEPS), "--quiet", "--set", "train.threads=1",
-        "--set", "train.ckpt_every=2", "--set", "train.keep_checkpoints=0", "--set", "train.sample_every=1000"]
+BASE = [
+    "--preset",
+    "debug",
+    "--steps",
+    str(STEPS),
+    "--quiet",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.ckpt_every=2",
+    "--set",
+    "train.keep_checkpoints=0",
+    "--set",
+    "train.sample_every=1000",
+]
 # The default BN (per process) and Adam, with every training feature that touches the batch on:
 # EMA, lazy R1 (autograd.grad with create_graph under DDP), DiffAugment.
-DEFAULT_RUN = ["--set", "train.ema=0.9", "--set", "train.r1_gamma=1", "--set", "train.r1_every=2",
-               "--set", "train.augment=color,translation,cutout"]
+DEFAULT_RUN = [
+    "--set",
+    "train.ema=0.9",
+    "--set",
+    "train.r1_gamma=1",
+    "--set",
+    "train.r1_every=2",
+    "--set",
+    "train.augment=color,translation,cutout",
+]
 # For the 1-process comparison: SyncBatchNorm, and SGD rather than Adam, because Adam's first steps
 # are about lr * sign(gradient): a gradient within rounding error of zero can flip sign with the
 # order of a sum and move that weight by 2 * lr in one run and not the other. SGD keeps rounding
 # differences at rounding size, so the tolerance can be tight. fp32 pinned: on CPUs with native bf16
 # the auto path trains in bf16, whose rounding (~4e-3 relative) is far above this tolerance.
-SYNC_RUN = ["--set", "train.precision=fp32", "--set", "train.sync_bn=true",
-            "--set", "train.augment=color,translation,cutout",
-            "--set", "g_opt.name=sgd", "--set", "d_opt.name=sgd", "--set", "g_opt.lr=0.02", "--set", "d_opt.lr=0.02"]
+SYNC_RUN = [
+    "--set",
+    "train.precision=fp32",
+    "--set",
+    "train.sync_bn=true",
+    "--set",
+    "train.augment=color,translation,cutout",
+    "--set",
+    "g_opt.name=sgd",
+    "--set",
+    "d_opt.name=sgd",
+    "--set",
+    "g_opt.lr=0.02",
+    "--set",
+    "d_opt.lr=0.02",
+]
 SYNC_TOL = 1e-5
 
-HOOK_HINT = ("no per-step weight dumps were written: train.py must call dist.debug_dump(self, self.step) "
-             "right after `self.step += 1`")
+HOOK_HINT = (
+    "no per-step weight dumps were written: train.py must call dist.debug_dump(self, self.step) "
+    "right after `self.step += 1`"
+)
 
 
 def _free_port() -> int:
@@ -59,16 +95,26 @@ def _free_port() -> int:
 
 
 def _env(dump: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", dist.DUMP_ENV)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", dist.DUMP_ENV)
+    }
     env.update(OMP_NUM_THREADS="1", FAKEFACEGEN_DEBUG="1", PYTHONUNBUFFERED="1")
     if dump is not None:
         env[dist.DUMP_ENV] = str(dump)
     return env
 
 
-def torchrun(args: list[str], *, nproc: int = 2, dump: Path | None = None, rdzv: str = "static",
-             extra_env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun(
+    args: list[str],
+    *,
+    nproc: int = 2,
+    dump: Path | None = None,
+    rdzv: str = "static",
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node=N -m fakefacegen train ARGS`` as a user would type it."""
     port = _free_port()
     launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
@@ -78,8 +124,9 @@ def torchrun(args: list[str], *, nproc: int = 2, dump: Path | None = None, rdzv:
         launch += [f"--master_port={port}"]
     env = _env(dump)
     env.update(extra_env or {})
-    r = subprocess.run(launch + ["-m", "fakefacegen", "train", *args], env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run(
+        launch + ["-m", "fakefacegen", "train", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert r.returncode == 0, f"torchrun failed ({r.returncode}):\n{r.stderr[-4000:]}"
     return r
 
@@ -115,7 +162,9 @@ def assert_equal_states(a: dict, b: dict, what: str, *, params_only: bool) -> No
         for k, v in a[net].items():
             if params_only and not is_param(k):
                 continue
-            assert torch.equal(v, b[net][k]), f"{what}: {net}.{k} differs (max {(v.double() - b[net][k].double()).abs().max():.3g})"
+            assert torch.equal(v, b[net][k]), (
+                f"{what}: {net}.{k} differs (max {(v.double() - b[net][k].double()).abs().max():.3g})"
+            )
 
 
 def only_run_dir(outdir: Path) -> Path:
@@ -139,8 +188,13 @@ def default_run(tmp_path_factory, data):
     root = tmp_path_factory.mktemp("ddp_default")
     t0 = time.perf_counter()
     r = torchrun(["--data", str(data), "--outdir", str(root / "runs"), *BASE, *DEFAULT_RUN], dump=root / "dump")
-    return {"root": root, "run": only_run_dir(root / "runs"), "dumps": load_dumps(root / "dump"), "proc": r,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "root": root,
+        "run": only_run_dir(root / "runs"),
+        "dumps": load_dumps(root / "dump"),
+        "proc": r,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 @pytest.mark.slow
@@ -193,8 +247,9 @@ def test_resume_with_two_processes_repeats_the_uninterrupted_run(default_run, tm
     for (rank, s), state in resumed.items():
         # Every process loaded the same (rank 0's) checkpoint: weights bit-identical to the uninterrupted
         # run on both ranks; buffers on rank 0 (rank 1's per-process BN statistics were never saved).
-        assert_equal_states(state, full[(rank, s)], f"resumed vs uninterrupted, rank {rank} step {s}",
-                            params_only=rank != 0)
+        assert_equal_states(
+            state, full[(rank, s)], f"resumed vs uninterrupted, rank {rank} step {s}", params_only=rank != 0
+        )
     a = torch.load(run / "checkpoints" / "ckpt-00000004.pt", weights_only=True)
     b = torch.load(src / "checkpoints" / "ckpt-00000004.pt", weights_only=True)
     for key in ("G", "D", "G_ema"):
@@ -209,8 +264,16 @@ def test_resume_with_two_processes_repeats_the_uninterrupted_run(default_run, tm
 
 # The style family has no BatchNorm; its minibatch-stddev groups of 4 consecutive rows fit the
 # per-process share of 4, and the lazy R1 and R2 penalties run under DDP at steps 2 and 4.
-STYLE_RUN = ["--set", "model.arch=style", "--set", "train.r1_gamma=1", "--set", "train.r2_gamma=1",
-             "--set", "train.r1_every=2"]
+STYLE_RUN = [
+    "--set",
+    "model.arch=style",
+    "--set",
+    "train.r1_gamma=1",
+    "--set",
+    "train.r2_gamma=1",
+    "--set",
+    "train.r1_every=2",
+]
 
 
 @pytest.mark.slow
@@ -218,8 +281,11 @@ STYLE_RUN = ["--set", "model.arch=style", "--set", "train.r1_gamma=1", "--set", 
 def test_sync_bn_two_processes_match_one_process(data, tmp_path, monkeypatch, capsys, family):
     # 2 processes, started the multi-node way (c10d rendezvous), SyncBatchNorm (for the DCGAN).
     run_args = SYNC_RUN + (STYLE_RUN if family == "style" else [])
-    torchrun(["--data", str(data), "--outdir", str(tmp_path / "runs2"), *BASE, *run_args], dump=tmp_path / "dump2",
-             rdzv="c10d")
+    torchrun(
+        ["--data", str(data), "--outdir", str(tmp_path / "runs2"), *BASE, *run_args],
+        dump=tmp_path / "dump2",
+        rdzv="c10d",
+    )
     two = load_dumps(tmp_path / "dump2")
 
     # 1 process, in this process, same config and global batch.
@@ -243,19 +309,35 @@ def test_sync_bn_two_processes_match_one_process(data, tmp_path, monkeypatch, ca
         worst.append(max_abs_diff(one[(0, s)], two[(0, s)], params_only=False))
     moved = max_abs_diff(one[(0, 1)], one[(0, STEPS)])
     with capsys.disabled():
-        print(f"\n{family}: 2 vs 1 process (sync_bn, SGD): max |dw| per step {['%.2g' % w for w in worst]}; "
-              f"weights moved {moved:.3g} over the run")
+        print(
+            f"\n{family}: 2 vs 1 process (sync_bn, SGD): max |dw| per step {[f'{w:.2g}' for w in worst]}; "
+            f"weights moved {moved:.3g} over the run"
+        )
     assert moved > 100 * SYNC_TOL  # a real comparison: training changes weights far more than the tolerance
     assert max(worst) < SYNC_TOL, f"2-process run differs from 1 process by {max(worst):.3g} (tolerance {SYNC_TOL})"
 
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
-                    reason="needs CUDA with at least 2 GPUs (NCCL runs one process per GPU)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+    reason="needs CUDA with at least 2 GPUs (NCCL runs one process per GPU)",
+)
 def test_nccl_two_gpus(data, tmp_path):
-    torchrun(["--data", str(data), "--outdir", str(tmp_path / "runs"), *BASE, "--set", "train.sync_bn=true",
-              "--set", "train.ema=0.9"], dump=tmp_path / "dump")
+    torchrun(
+        [
+            "--data",
+            str(data),
+            "--outdir",
+            str(tmp_path / "runs"),
+            *BASE,
+            "--set",
+            "train.sync_bn=true",
+            "--set",
+            "train.ema=0.9",
+        ],
+        dump=tmp_path / "dump",
+    )
     dumps = load_dumps(tmp_path / "dump")
     for s in range(1, STEPS + 1):
         assert_equal_states(dumps[(0, s)], dumps[(1, s)], f"step {s}, rank 0 vs rank 1", params_only=True)

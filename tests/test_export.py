@@ -15,7 +15,9 @@ from fakefacegen.generate import LoadedGenerator, noise
 
 MODULE = "fakefacegen.commands.export"
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
-needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx/onnxruntime not installed (pip install fakefacegen[export])")
+needs_onnx = pytest.mark.skipif(
+    not HAVE_ONNX, reason="onnx/onnxruntime not installed (pip install fakefacegen[export])"
+)
 
 
 def torch_images(G: LoadedGenerator, z: torch.Tensor) -> np.ndarray:

@@ -17,10 +17,10 @@ BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 # (kind, c_in, c_out, input side, kernel, stride, padding, output_padding): the DCGAN layers at 4x4 / 8x8
 LAYERS = [
-    ("conv", 32, 48, 8, 5, 2, 2, 0),   # reference D, 8x8 -> 4x4
-    ("conv", 32, 48, 8, 4, 2, 1, 0),   # tutorial D
-    ("conv", 32, 8, 8, 4, 4, 0, 0),    # 8x8 -> 2x2 (4 pixels, the smallest routed map)
-    ("conv", 8, 16, 9, 3, 2, 1, 0),    # odd size
+    ("conv", 32, 48, 8, 5, 2, 2, 0),  # reference D, 8x8 -> 4x4
+    ("conv", 32, 48, 8, 4, 2, 1, 0),  # tutorial D
+    ("conv", 32, 8, 8, 4, 4, 0, 0),  # 8x8 -> 2x2 (4 pixels, the smallest routed map)
+    ("conv", 8, 16, 9, 3, 2, 1, 0),  # odd size
     ("convT", 48, 32, 4, 5, 2, 2, 1),  # reference G, 4x4 -> 8x8
     ("convT", 48, 32, 4, 4, 2, 1, 0),  # tutorial G
     ("convT", 20, 48, 2, 4, 2, 1, 0),  # 2x2 -> 4x4
@@ -80,9 +80,16 @@ def test_route_matches_the_convolution_in_value_and_gradient(layer, bias, channe
         assert ((got.double() - want).norm() / want.norm()) < 2e-2
 
 
-@pytest.mark.parametrize("geom", [((5, 5), (2, 2), (2, 2), 8), ((4, 4), (2, 2), (1, 1), 8),
-                                  ((3, 3), (2, 2), (1, 1), 9), ((4, 4), (4, 4), (0, 0), 8)],
-                         ids=lambda g: "k{}s{}p{}-{}".format(g[0][0], g[1][0], g[2][0], g[3]))
+@pytest.mark.parametrize(
+    "geom",
+    [
+        ((5, 5), (2, 2), (2, 2), 8),
+        ((4, 4), (2, 2), (1, 1), 8),
+        ((3, 3), (2, 2), (1, 1), 9),
+        ((4, 4), (4, 4), (0, 0), 8),
+    ],
+    ids=lambda g: f"k{g[0][0]}s{g[1][0]}p{g[2][0]}-{g[3]}",
+)
 def test_nhwc_unfold_and_fold_match_torch_and_are_adjoint(geom):
     """The channels-last gather/scatter against torch's NCHW F.unfold / F.fold (exact on integer-valued
     floats), and gradcheck of both in float64."""
@@ -126,18 +133,18 @@ def test_route_is_taken_only_when_switched_on_under_cpu_bf16_autocast(monkeypatc
         return list(calls)
 
     with torch.autocast(**BF16):
-        assert run() == []                       # off by default
+        assert run() == []  # off by default
         set_gemm_route(conv, 16), set_gemm_route(convt, 16)
-        assert run() == ["unfold", "fold"]       # 4x4 output / 4x4 input: small enough
+        assert run() == ["unfold", "fold"]  # 4x4 output / 4x4 input: small enough
         set_gemm_route(conv, 15), set_gemm_route(convt, 15)
-        assert run() == []                       # above the threshold
+        assert run() == []  # above the threshold
         conv1 = make("conv", 8, 1, 4, 1, 0, 0, False)
         set_gemm_route(conv1, 1 << 20)
         calls.clear()
         conv1(torch.randn(2, 8, 4, 4))
-        assert calls == []                       # a 1x1 output (D's last layer): below MIN_PIXELS
+        assert calls == []  # a 1x1 output (D's last layer): below MIN_PIXELS
         set_gemm_route(conv, 16), set_gemm_route(convt, 16)
-    assert run() == []                           # fp32: torch's kernels
+    assert run() == []  # fp32: torch's kernels
 
 
 def test_models_keep_their_state_dict_and_count_their_layers():
@@ -164,10 +171,16 @@ def test_spectral_norm_layers_take_the_route_too():
     assert torch.allclose(direct, routed, rtol=0.02, atol=0.02)
 
 
-@pytest.mark.parametrize("native, setting, precision, want", [
-    (True, "auto", "bf16", 16), (False, "auto", "bf16", 0), (False, "on", "bf16", 16),
-    (True, "off", "bf16", 0), (True, "on", "fp32", 0),  # the route only acts under bf16 autocast
-])
+@pytest.mark.parametrize(
+    "native, setting, precision, want",
+    [
+        (True, "auto", "bf16", 16),
+        (False, "auto", "bf16", 0),
+        (False, "on", "bf16", 16),
+        (True, "off", "bf16", 0),
+        (True, "on", "fp32", 0),  # the route only acts under bf16 autocast
+    ],
+)
 def test_fast_path_turns_the_route_on_from_what_the_cpu_has(monkeypatch, native, setting, precision, want):
     from fakefacegen import runtime
 

@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from fakefacegen.generate import noise
-from fakefacegen.interpolate import (interpolate, parse_seeds, save_animation, segment_rows, slerp,
-                                     walk_latents)
+from fakefacegen.interpolate import interpolate, parse_seeds, save_animation, segment_rows, slerp, walk_latents
 
 MODULE = "fakefacegen.commands.interpolate"
 
@@ -72,8 +71,12 @@ def test_slerp_orthogonal_vectors_match_closed_form():
 def test_slerp_degenerate_vectors_fall_back_to_lerp(case):
     rng = torch.Generator().manual_seed(4)
     a = torch.randn(16, generator=rng, dtype=torch.float64)
-    b = {"parallel": 2.5 * a, "nearly_parallel": a + 1e-12 * torch.randn(16, generator=rng, dtype=torch.float64),
-         "antiparallel": -a, "zero": torch.zeros(16, dtype=torch.float64)}[case]
+    b = {
+        "parallel": 2.5 * a,
+        "nearly_parallel": a + 1e-12 * torch.randn(16, generator=rng, dtype=torch.float64),
+        "antiparallel": -a,
+        "zero": torch.zeros(16, dtype=torch.float64),
+    }[case]
     t = torch.linspace(0, 1, 7, dtype=torch.float64)
     out = slerp(a, b, t)
     assert torch.isfinite(out).all()
@@ -104,8 +107,9 @@ def test_walk_latents_layout(loop):
         assert torch.equal(z[k * (frames - 1)], noise(1, 16, s)[0])
     # one segment is the slerp between its endpoints at t = j / (frames - 1)
     t = torch.arange(frames - 1, dtype=torch.float64) / (frames - 1)
-    torch.testing.assert_close(z[frames - 1: 2 * (frames - 1)], slerp(noise(1, 16, 9)[0], noise(1, 16, 2)[0], t)
-                               .float())
+    torch.testing.assert_close(
+        z[frames - 1 : 2 * (frames - 1)], slerp(noise(1, 16, 9)[0], noise(1, 16, 2)[0], t).float()
+    )
 
 
 def test_walk_rejects_bad_arguments():
@@ -187,15 +191,28 @@ def test_animation_decodes_with_every_frame(G, tmp_path, fmt):
 
 def test_cli_writes_walk_and_grid(tiny_path, G, tmp_path, capsys):
     out = tmp_path / "walk"
-    rc = run_cli(["interpolate", str(tiny_path), "--seeds", "1,2,3", "--frames", "5", "--loop",
-                  "--truncation", "0.8", "--out", str(out)])
+    rc = run_cli(
+        [
+            "interpolate",
+            str(tiny_path),
+            "--seeds",
+            "1,2,3",
+            "--frames",
+            "5",
+            "--loop",
+            "--truncation",
+            "0.8",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert "walk.gif" in capsys.readouterr().out
     assert len(_frames(out / "walk.gif")) == 3 * 4
     grid = np.asarray(Image.open(out / "grid.png").convert("RGB"))
     assert grid.shape == (3 * 34 + 2, 5 * 34 + 2, 3)  # rows = segments, columns = frames, 2px padding
     # PNG is lossless: row r starts with seed r's face and ends with the next seed's
-    cell = lambda r, c: grid[2 + 34 * r: 34 * (r + 1), 2 + 34 * c: 34 * (c + 1)]  # noqa: E731
+    cell = lambda r, c: grid[2 + 34 * r : 34 * (r + 1), 2 + 34 * c : 34 * (c + 1)]  # noqa: E731
     for r, (s, s_next) in enumerate([(1, 2), (2, 3), (3, 1)]):
         np.testing.assert_array_equal(cell(r, 0), G.sample(1, s, truncation=0.8)[0])
         np.testing.assert_array_equal(cell(r, 4), G.sample(1, s_next, truncation=0.8)[0])
@@ -203,20 +220,40 @@ def test_cli_writes_walk_and_grid(tiny_path, G, tmp_path, capsys):
 
 def test_cli_webp_and_scale(tiny_path, tmp_path):
     out = tmp_path / "w"
-    assert run_cli(["interpolate", str(tiny_path), "--seeds", "0,1", "--frames", "3", "--format", "webp",
-                    "--scale", "2", "--out", str(out)]) == 0
+    assert (
+        run_cli(
+            [
+                "interpolate",
+                str(tiny_path),
+                "--seeds",
+                "0,1",
+                "--frames",
+                "3",
+                "--format",
+                "webp",
+                "--scale",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with Image.open(out / "walk.webp") as im:
         assert im.n_frames == 3 and im.size == (64, 64)
     assert Image.open(out / "grid.png").size == (3 * 66 + 2, 66 + 2)
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--seeds", "1"], "--seeds"),
-    (["--seeds", "1,a"], "--seeds"),
-    (["--seeds", "1,2", "--frames", "1"], "frames"),
-    (["--seeds", "1,2", "--scale", "0"], "--scale"),
-    (["--seeds", "1,2", "--truncation", "-1"], "truncation"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--seeds", "1"], "--seeds"),
+        (["--seeds", "1,a"], "--seeds"),
+        (["--seeds", "1,2", "--frames", "1"], "frames"),
+        (["--seeds", "1,2", "--scale", "0"], "--scale"),
+        (["--seeds", "1,2", "--truncation", "-1"], "truncation"),
+    ],
+)
 def test_cli_errors_are_one_line(tiny_path, tmp_path, capsys, argv, needle):
     rc = run_cli(["interpolate", str(tiny_path), *argv, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
@@ -236,6 +273,7 @@ def test_registered_in_fakefacegen_cli(tiny_path, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["interpolate", "--help"])
     assert "examples:" in capsys.readouterr().out
-    assert cli.main(["interpolate", str(tiny_path), "--seeds", "4,5", "--frames", "3", "--out",
-                     str(tmp_path / "c")]) == 0
+    assert (
+        cli.main(["interpolate", str(tiny_path), "--seeds", "4,5", "--frames", "3", "--out", str(tmp_path / "c")]) == 0
+    )
     assert (tmp_path / "c" / "walk.gif").is_file()

@@ -18,7 +18,7 @@ def test_bce_losses_against_hand_computation():
     want = (_bce(2, 1) + _bce(-1, 1)) / 2 + (_bce(0.5, 0) + _bce(-3, 0)) / 2
     assert d_loss(r, f, "bce").item() == pytest.approx(want, rel=1e-6)
     # two-sided label smoothing 0.9 / 0.1
-    want = (_bce(2, .9) + _bce(-1, .9)) / 2 + (_bce(0.5, .1) + _bce(-3, .1)) / 2
+    want = (_bce(2, 0.9) + _bce(-1, 0.9)) / 2 + (_bce(0.5, 0.1) + _bce(-3, 0.1)) / 2
     assert d_loss(r, f, "bce", real_label=0.9, fake_label=0.1).item() == pytest.approx(want, rel=1e-6)
     assert g_loss(f, "bce").item() == pytest.approx((_bce(0.5, 1) + _bce(-3, 1)) / 2, rel=1e-6)
 

@@ -233,6 +233,7 @@ def test_inception_score_extremes_and_reference():
 
 def numpy_bilinear_half_pixel(img, out):
     """Reference bilinear resize with half-pixel centres (align_corners=False), no antialias."""
+
     def axis_weights(n_in):
         src = np.maximum((np.arange(out) + 0.5) * n_in / out - 0.5, 0.0)
         i0 = np.floor(src).astype(int)
@@ -242,6 +243,7 @@ def numpy_bilinear_half_pixel(img, out):
         w[np.arange(out), i0] += 1 - lam
         w[np.arange(out), i1] += lam
         return w
+
     wy, wx = axis_weights(img.shape[0]), axis_weights(img.shape[1])
     return np.stack([wy @ img[..., c].astype(np.float64) @ wx.T for c in range(3)])
 
@@ -258,8 +260,17 @@ def test_pytorch_fid_resize_is_bilinear_half_pixel_without_antialias():
     ref = 2 * numpy_bilinear_half_pixel(big[0] / 255.0, 299) - 1
     ours = preprocess(big, "pytorch-fid").numpy()[0]
     np.testing.assert_allclose(ours, ref, atol=1e-4)
-    antialiased = F.interpolate(torch.from_numpy(big).permute(0, 3, 1, 2).float() / 255, size=(299, 299),
-                                mode="bilinear", align_corners=False, antialias=True)[0].numpy() * 2 - 1
+    antialiased = (
+        F.interpolate(
+            torch.from_numpy(big).permute(0, 3, 1, 2).float() / 255,
+            size=(299, 299),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )[0].numpy()
+        * 2
+        - 1
+    )
     assert np.abs(antialiased - ref).max() > 0.05
 
 
@@ -431,8 +442,26 @@ def test_cli_evaluate_precision_flag(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FAKEFACEGEN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "m.json"
     with pytest.warns(SmallSampleWarning):
-        assert main(["evaluate", "--data", str(ds), "--fake", str(folder), "--metrics", "fid", "-n", "12",
-                     "--precision", "bf16", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--data",
+                    str(ds),
+                    "--fake",
+                    str(folder),
+                    "--metrics",
+                    "fid",
+                    "-n",
+                    "12",
+                    "--precision",
+                    "bf16",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     res = json.loads(out.read_text())
     assert res["protocol"]["precision"] == "bf16" and res["fid"] > 0
     with pytest.raises(SystemExit):
@@ -507,8 +536,11 @@ def test_trainer_evaluates_during_training_logs_metrics_and_keeps_the_best(datas
 
     monkeypatch.setattr(features_mod, "load_inception", lambda *a, **k: TinyNet())
     monkeypatch.setenv("FAKEFACEGEN_CACHE", str(tmp_path / "cache"))
-    cfg = make_config("debug", ["train.threads=1", "train.steps=4", "eval.every=2", "eval.n=16",
-                                "eval.precision=bf16"], data=str(dataset32))
+    cfg = make_config(
+        "debug",
+        ["train.threads=1", "train.steps=4", "eval.every=2", "eval.n=16", "eval.precision=bf16"],
+        data=str(dataset32),
+    )
     tr = Trainer(cfg, outdir=tmp_path / "runs", progress=False)
     assert tr.evaluator.extractor.precision == "bf16"
     run = tr.run()

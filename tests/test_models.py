@@ -27,7 +27,12 @@ def test_shapes_and_ranges(res, arch):
 def test_reference_64_layout_matches_the_write_ups():
     g, d = build_models(ModelConfig())
     convs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert (convs[0].in_channels, convs[0].out_channels, convs[0].kernel_size, convs[0].stride) == (100, 512, (4, 4), (1, 1))
+    assert (convs[0].in_channels, convs[0].out_channels, convs[0].kernel_size, convs[0].stride) == (
+        100,
+        512,
+        (4, 4),
+        (1, 1),
+    )
     assert [c.out_channels for c in convs] == [512, 256, 128, 64, 3]
     assert all(c.kernel_size == (5, 5) and c.padding == (2, 2) and c.output_padding == (1, 1) for c in convs[1:])
     dconvs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]

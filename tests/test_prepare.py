@@ -55,8 +55,8 @@ def by_hand(im: Image.Image, size: int) -> np.ndarray:
     im = im.convert("RGB")
     w, h = im.size
     s = min(w, h)
-    l, t = (w - s) // 2, (h - s) // 2
-    return np.asarray(im.crop((l, t, l + s, t + s)).resize((size, size), Image.Resampling.LANCZOS))
+    left, top = (w - s) // 2, (h - s) // 2
+    return np.asarray(im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.LANCZOS))
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -295,7 +295,10 @@ def test_zip_unsafe_names_are_skipped_never_extracted(tmp_path):
     assert all(r.startswith("unsafe path") for r in reasons.values())
     after = {p for p in tmp_path.rglob("*")}
     assert {p.relative_to(tmp_path).as_posix() for p in after - before} == {
-        "w/out", "w/out/images.npy", "w/out/manifest.json"}
+        "w/out",
+        "w/out/images.npy",
+        "w/out/manifest.json",
+    }
     assert not Path("/abs_evil.jpg").exists()
 
 
@@ -362,8 +365,10 @@ def test_vanished_and_permission_denied(tmp_path, monkeypatch):
     assert m["count"] == 2 and m["files_seen"] == 4
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="running as root: chmod 000 does not block reads (covered by the monkeypatched test)")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root: chmod 000 does not block reads (covered by the monkeypatched test)",
+)
 def test_permission_denied_real_chmod(tmp_path):
     src = tmp_path / "s"
     save(src / "a.png", noise(64, 64))
@@ -519,9 +524,11 @@ def test_multiple_sources_are_concatenated(tmp_path):
 def test_overlapping_sources_are_refused_before_anything_is_written(tmp_path):
     save(tmp_path / "all" / "sub" / "x.png", solid((200, 0, 0), (64, 64)))
     save(tmp_path / "all" / "y.png", solid((0, 200, 0), (64, 64)))
-    for srcs, msg in [([tmp_path / "all", tmp_path / "all" / "sub"], r"sub is inside source .*all"),
-                      ([tmp_path / "all" / "sub", tmp_path / "all"], r"sub is inside source .*all"),
-                      ([tmp_path / "all", tmp_path / "all"], r"all is given twice")]:
+    for srcs, msg in [
+        ([tmp_path / "all", tmp_path / "all" / "sub"], r"sub is inside source .*all"),
+        ([tmp_path / "all" / "sub", tmp_path / "all"], r"sub is inside source .*all"),
+        ([tmp_path / "all", tmp_path / "all"], r"all is given twice"),
+    ]:
         with pytest.raises(PrepareError, match=msg):
             prepare_dataset(srcs, tmp_path / "o", 32, workers=1, progress=False)
         assert not (tmp_path / "o").exists()

@@ -20,10 +20,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset_dir
+from conftest import debug_train_argv, make_dataset_dir
 from fakefacegen.atomic import atomic_write, remove_stale_temps
-from fakefacegen.checkpoint import (FORMAT, CheckpointError, list_checkpoints, load_checkpoint, load_generator_file,
-                                    save_checkpoint, save_generator)
+from fakefacegen.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_generator_file,
+    save_checkpoint,
+    save_generator,
+)
 from fakefacegen.cli import main
 from fakefacegen.config import ModelConfig, make_config
 from fakefacegen.generate import load_generator
@@ -121,8 +128,9 @@ def test_nan_loss_stops_before_its_checkpoint(ds, tmp_path, monkeypatch):
 @pytest.mark.parametrize("opt,net,at", [("opt_d", "d", 5), ("opt_g", "g", 4)])
 def test_rollback_to_the_last_good_checkpoint(ds, tmp_path, capsys, opt, net, at):
     # at=4 poisons G at a checkpoint step: the rollback must happen there too, not a hard stop
-    tr = Trainer(_cfg(ds, "train.steps=8", "train.ckpt_every=2", "train.on_nan=rollback"), outdir=tmp_path,
-                 progress=False)
+    tr = Trainer(
+        _cfg(ds, "train.steps=8", "train.ckpt_every=2", "train.on_nan=rollback"), outdir=tmp_path, progress=False
+    )
     _poison(tr, opt, net, at_call=at)
     run = tr.run()
     last_good = 4 if at == 5 else 2
@@ -137,8 +145,9 @@ def test_rollback_to_the_last_good_checkpoint(ds, tmp_path, capsys, opt, net, at
 
 
 def test_rollback_gives_up_after_three(ds, tmp_path, capsys):
-    tr = Trainer(_cfg(ds, "train.steps=10", "train.ckpt_every=2", "train.on_nan=rollback"), outdir=tmp_path,
-                 progress=False)
+    tr = Trainer(
+        _cfg(ds, "train.steps=10", "train.ckpt_every=2", "train.on_nan=rollback"), outdir=tmp_path, progress=False
+    )
     _poison(tr, "opt_d", "d", at_call=3, every_call_after=True)  # persistent: every step from the 3rd on
     with pytest.raises(DivergenceError, match="step 3"):
         tr.run()
@@ -148,8 +157,7 @@ def test_rollback_gives_up_after_three(ds, tmp_path, capsys):
 
 
 def test_exploding_learning_rate_cli(ds, tmp_path, capsys):
-    rc = main(["train", "--data", str(ds), "--preset", "debug", "--quiet", "--outdir", str(tmp_path),
-               "--set", "d_opt.lr=1e30", "--set", "train.steps=6", "--set", "train.threads=1"])
+    rc = main(debug_train_argv(ds, tmp_path, "d_opt.lr=1e30", "train.steps=6", "train.threads=1"))
     assert rc == 3
     line = _one_line_error(capsys)
     assert "training diverged: step 1:" in line and ("generator" in line or "discriminator" in line), line
@@ -197,10 +205,18 @@ def _bad_files(good_run: Path, d: Path, marker: Path) -> dict[str, tuple[Path, s
     put("empty.pt", b"", "empty file")
     put("text.pt", b"this is a text file, not weights\n" * 20, "unrecognised content")
     put("random_bytes.pt", np.random.default_rng(0).bytes(4096), "unrecognised content")
-    put("other_model.pt", None, "not a FakeFaceGen checkpoint",
-        obj={"conv1.weight": torch.randn(64, 3, 7, 7), "bn1.running_mean": torch.zeros(64), "fc.bias": torch.zeros(10)})
-    put("torchvision_like.pt", None, "not a FakeFaceGen checkpoint",
-        obj={"state_dict": {"layer1.0.conv1.weight": torch.randn(8, 8, 3, 3)}, "epoch": 3, "arch": "resnet18"})
+    put(
+        "other_model.pt",
+        None,
+        "not a FakeFaceGen checkpoint",
+        obj={"conv1.weight": torch.randn(64, 3, 7, 7), "bn1.running_mean": torch.zeros(64), "fc.bias": torch.zeros(10)},
+    )
+    put(
+        "torchvision_like.pt",
+        None,
+        "not a FakeFaceGen checkpoint",
+        obj={"state_dict": {"layer1.0.conv1.weight": torch.randn(8, 8, 3, 3)}, "epoch": 3, "arch": "resnet18"},
+    )
     put("future_version.pt", None, "format version 99 is newer", obj={**state, "format_version": 99})
     put("no_G.pt", None, "lacks 'G'", obj={k: v for k, v in state.items() if k != "G"})
     nan_state = {**state, "G": {k: v.clone() for k, v in state["G"].items()}}
@@ -213,15 +229,21 @@ def _bad_files(good_run: Path, d: Path, marker: Path) -> dict[str, tuple[Path, s
     # code execution attempts: a zip checkpoint, a raw pickle and the legacy torch format
     put("evil_zip.pt", None, "refused to load", obj={**state, "G": _Evil(marker)})
     put("evil_pickle.pt", pickle.dumps({"format": FORMAT, "G": _Evil(marker)}), "refused to load")
-    put("evil_legacy.pt", None, "refused to load", obj={"format": FORMAT, "G": _Evil(marker)},
-        _use_new_zipfile_serialization=False)
+    put(
+        "evil_legacy.pt",
+        None,
+        "refused to load",
+        obj={"format": FORMAT, "G": _Evil(marker)},
+        _use_new_zipfile_serialization=False,
+    )
     # generator files
     put("truncated.safetensors", gen[: len(gen) // 2], "truncated or corrupt")
     from safetensors.torch import save as st_save
 
     put("foreign.safetensors", st_save({"w": torch.zeros(3)}), "not a FakeFaceGen generator file")
-    meta_future = st_save({"w": torch.zeros(3)}, metadata={"format": "fakefacegen-generator", "format_version": "99",
-                                                          "model": "{}"})
+    meta_future = st_save(
+        {"w": torch.zeros(3)}, metadata={"format": "fakefacegen-generator", "format_version": "99", "model": "{}"}
+    )
     put("future.safetensors", meta_future, "generator format version 99 is newer")
     put("checkpoint_named.safetensors", data, "a PyTorch checkpoint, not a safetensors")
     put("generator_named.pt", gen, "a safetensors file")
@@ -318,28 +340,31 @@ def test_killed_between_last_checkpoint_and_export(good_run, tmp_path):
 # Bad arguments
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (["train", "--preset", "debug", "--batch-size", "0"], "train.batch_size must be > 0"),
-    (["train", "--preset", "debug", "--batch-size", "-8"], "train.batch_size must be > 0"),
-    (["train", "--preset", "debug", "--steps", "0"], "train.steps must be > 0"),
-    (["train", "--preset", "debug", "--steps", "-3"], "train.steps must be > 0"),
-    (["train", "--preset", "debug", "--set", "model.resolution=48"], "model.resolution must be a power of two"),
-    (["train", "--preset", "debug", "--set", "model.resolution=0"], "model.resolution must be a power of two"),
-    (["train", "--preset", "debug", "--set", "model.resolution=512"], "model.resolution must be a power of two"),
-    (["train", "--preset", "debug", "--set", "model.width=0"], "model.width must be > 0"),
-    (["train", "--preset", "debug", "--set", "model.z_dim=-1"], "model.z_dim must be > 0"),
-    (["train", "--preset", "debug", "--set", "train.ckpt_every=0"], "train.ckpt_every must be > 0"),
-    (["train", "--preset", "debug", "--set", "d_opt.lr=0"], "d_opt.lr must be > 0"),
-    (["train", "--resume", "NORUN"], "not a run directory (no config.json)"),
-    (["prepare", "SRC", "--size", "0", "--out", "OUT"], "invalid size 0"),
-    (["prepare", "SRC", "--size", "48", "--out", "OUT"], "invalid size 48"),
-    (["prepare", "SRC", "--size", "-64", "--out", "OUT"], "invalid size -64"),
-    (["prepare", "SRC", "--size", "32", "--workers", "0", "--out", "OUT"], "invalid workers 0"),
-    (["generate", "RUN", "--n", "0", "--out", "OUT"], "--n must be > 0"),
-    (["generate", "RUN", "--n", "-5", "--out", "OUT"], "--n must be > 0"),
-    (["generate", "RUN", "--batch-size", "0", "--out", "OUT"], "--batch-size must be > 0"),
-    (["generate", "RUN", "--truncation", "0", "--out", "OUT"], "truncation must be > 0"),
-])
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (["train", "--preset", "debug", "--batch-size", "0"], "train.batch_size must be > 0"),
+        (["train", "--preset", "debug", "--batch-size", "-8"], "train.batch_size must be > 0"),
+        (["train", "--preset", "debug", "--steps", "0"], "train.steps must be > 0"),
+        (["train", "--preset", "debug", "--steps", "-3"], "train.steps must be > 0"),
+        (["train", "--preset", "debug", "--set", "model.resolution=48"], "model.resolution must be a power of two"),
+        (["train", "--preset", "debug", "--set", "model.resolution=0"], "model.resolution must be a power of two"),
+        (["train", "--preset", "debug", "--set", "model.resolution=512"], "model.resolution must be a power of two"),
+        (["train", "--preset", "debug", "--set", "model.width=0"], "model.width must be > 0"),
+        (["train", "--preset", "debug", "--set", "model.z_dim=-1"], "model.z_dim must be > 0"),
+        (["train", "--preset", "debug", "--set", "train.ckpt_every=0"], "train.ckpt_every must be > 0"),
+        (["train", "--preset", "debug", "--set", "d_opt.lr=0"], "d_opt.lr must be > 0"),
+        (["train", "--resume", "NORUN"], "not a run directory (no config.json)"),
+        (["prepare", "SRC", "--size", "0", "--out", "OUT"], "invalid size 0"),
+        (["prepare", "SRC", "--size", "48", "--out", "OUT"], "invalid size 48"),
+        (["prepare", "SRC", "--size", "-64", "--out", "OUT"], "invalid size -64"),
+        (["prepare", "SRC", "--size", "32", "--workers", "0", "--out", "OUT"], "invalid workers 0"),
+        (["generate", "RUN", "--n", "0", "--out", "OUT"], "--n must be > 0"),
+        (["generate", "RUN", "--n", "-5", "--out", "OUT"], "--n must be > 0"),
+        (["generate", "RUN", "--batch-size", "0", "--out", "OUT"], "--batch-size must be > 0"),
+        (["generate", "RUN", "--truncation", "0", "--out", "OUT"], "truncation must be > 0"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(argv, expect, good_run, ds, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
@@ -418,9 +443,11 @@ def test_unwritable_output_locations(where, good_run, ds, tmp_path, capsys):
         cm = _tmpfs(tmp_path / "ro", "ro,size=64k")
         base = cm.__enter__() / "sub"
     try:
-        for argv in (["train", "--data", str(ds), "--preset", "debug", "--quiet", "--outdir", str(base / "runs")],
-                     ["prepare", str(tmp_path / "src"), "--size", "32", "--quiet", "--out", str(base / "ds")],
-                     ["generate", str(good_run), "--n", "2", "--out", str(base / "faces")]):
+        for argv in (
+            ["train", "--data", str(ds), "--preset", "debug", "--quiet", "--outdir", str(base / "runs")],
+            ["prepare", str(tmp_path / "src"), "--size", "32", "--quiet", "--out", str(base / "ds")],
+            ["generate", str(good_run), "--n", "2", "--out", str(base / "faces")],
+        ):
             assert main(argv) == 2, argv[0]
             line = _one_line_error(capsys)
             assert str(base) in line, line
@@ -506,8 +533,7 @@ def test_disk_full_simulated(ds, tmp_path, monkeypatch, capsys):
         return real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(torch, "save", save)
-    rc = main(["train", "--data", str(ds), "--preset", "debug", "--quiet", "--outdir", str(tmp_path),
-               "--set", "train.ckpt_every=1", "--set", "train.threads=1", "--set", "train.steps=5"])
+    rc = main(debug_train_argv(ds, tmp_path, "train.ckpt_every=1", "train.threads=1", "train.steps=5"))
     assert rc == 2
     run = tmp_path / "00001-debug"
     line = _one_line_error(capsys)
@@ -518,8 +544,16 @@ def test_disk_full_simulated(ds, tmp_path, monkeypatch, capsys):
 def test_disk_full_real_tmpfs(ds, tmp_path, capsys):
     """A 1.3 MB file system: two debug checkpoints fit, the third does not."""
     with _tmpfs(tmp_path / "small", "size=1300k") as small:
-        args = ["--set", "train.ckpt_every=1", "--set", "train.threads=1", "--set", "train.steps=6",
-                "--set", "train.sample_every=100000"]
+        args = [
+            "--set",
+            "train.ckpt_every=1",
+            "--set",
+            "train.threads=1",
+            "--set",
+            "train.steps=6",
+            "--set",
+            "train.sample_every=100000",
+        ]
         rc = main(["train", "--data", str(ds), "--preset", "debug", "--quiet", "--outdir", str(small), *args])
         assert rc == 2
         run = small / "00001-debug"

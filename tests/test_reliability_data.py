@@ -54,7 +54,7 @@ def test_16bit_colour_and_huge_header(tmp_path):
     # a JPEG whose frame header claims 30000 x 30000 (900 MP) on a few hundred bytes of data
     j = bytearray(jpeg(Image.new("RGB", (64, 64), (10, 20, 30))))
     sof = j.find(b"\xff\xc0")
-    j[sof + 5: sof + 9] = struct.pack(">HH", 30000, 30000)
+    j[sof + 5 : sof + 9] = struct.pack(">HH", 30000, 30000)
     (src / "header_bomb.jpg").write_bytes(bytes(j))
 
     m = prepare_dataset(src, tmp_path / "out", 32, workers=1, progress=False)
@@ -77,9 +77,14 @@ def test_bad_members_inside_a_zip(tmp_path):
     zp = tmp_path / "faces.zip"
     bomb = bytearray(good)
     sof = bomb.find(b"\xff\xc0")
-    bomb[sof + 5: sof + 9] = struct.pack(">HH", 30000, 30000)
-    expected = {"empty.jpg": "empty file", "truncated.jpg": "truncated", "text.jpg": "not a JPEG/PNG/WebP",
-                "dir/bomb.jpg": "decompression bomb", "tiny.png": "too small"}
+    bomb[sof + 5 : sof + 9] = struct.pack(">HH", 30000, 30000)
+    expected = {
+        "empty.jpg": "empty file",
+        "truncated.jpg": "truncated",
+        "text.jpg": "not a JPEG/PNG/WebP",
+        "dir/bomb.jpg": "decompression bomb",
+        "tiny.png": "too small",
+    }
     tiny = io.BytesIO()
     Image.new("RGB", (1, 1)).save(tiny, "PNG")
     with zipfile.ZipFile(zp, "w") as z:

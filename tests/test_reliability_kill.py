@@ -25,12 +25,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_dataset_dir
+from conftest import debug_train_argv, make_dataset_dir
 from fakefacegen.atomic import SLOW_WRITE_ENV, TMP_RE
 from fakefacegen.checkpoint import list_checkpoints, load_checkpoint, load_generator_file
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not sys.platform.startswith("linux"),
-                                reason="needs fork() and Linux process semantics")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork") or not sys.platform.startswith("linux"), reason="needs fork() and Linux process semantics"
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,8 +79,9 @@ class Zygote:
     """Forks training processes quickly (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
         self.children: set[int] = set()
 
     def _ask(self, req: dict, timeout: float = 120.0) -> dict:
@@ -130,9 +132,12 @@ def ds(tmp_path_factory) -> Path:
 
 
 def _train_args(ds: Path, outdir: Path, steps: int, *extra: str) -> list[str]:
-    return ["train", "--data", str(ds), "--preset", "debug", "--quiet", "--outdir", str(outdir), "--name", "r",
-            "--set", f"train.steps={steps}", "--set", "train.threads=1", "--set", "train.sample_every=100000",
-            *extra]
+    return [
+        *debug_train_argv(ds, outdir, f"train.steps={steps}", "train.threads=1", "train.sample_every=100000"),
+        "--name",
+        "r",
+        *extra,
+    ]
 
 
 def _exited(pid: int) -> bool:
@@ -190,9 +195,13 @@ def test_kill_minus_9_many_times_loses_nothing(zygote, ds, tmp_path):
     steps, slow_write = 40, "0.12"
     # The uninterrupted reference: a fresh `python -m fakefacegen` process, running meanwhile.
     ref_out = tmp_path / "ref"
-    ref = subprocess.Popen([sys.executable, "-m", "fakefacegen", *_train_args(ds, ref_out, steps,
-                            "--set", "train.ckpt_every=1")], cwd=REPO, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    ref = subprocess.Popen(
+        [sys.executable, "-m", "fakefacegen", *_train_args(ds, ref_out, steps, "--set", "train.ckpt_every=1")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
     rng = random.Random(20240607)
     # mid-write: killed while a checkpoint's temp file exists (written, not yet renamed);
@@ -208,8 +217,11 @@ def test_kill_minus_9_many_times_loses_nothing(zygote, ds, tmp_path):
     resumed_from: list[tuple[int, int]] = []
     for life, mode in enumerate(modes):
         before = _ckpt_steps(run) if life else []
-        argv = _train_args(ds, out, steps, "--set", "train.ckpt_every=1") if life == 0 else \
-            ["train", "--resume", str(run), "--quiet"]
+        argv = (
+            _train_args(ds, out, steps, "--set", "train.ckpt_every=1")
+            if life == 0
+            else ["train", "--resume", str(run), "--quiet"]
+        )
         log = tmp_path / f"life{life}.log"
         pid = zygote.spawn(argv, log, env)
         if mode == "startup":
@@ -227,8 +239,10 @@ def test_kill_minus_9_many_times_loses_nothing(zygote, ds, tmp_path):
             # is complete but before its rename (the test hook holds that window open)
             time.sleep(rng.choice([0.0, 0.05]))
         else:
-            _wait_for(lambda: (_ckpt_steps(run)[-1:] or [0])[0] > (before[-1:] or [0])[0]
-                      or _exited(pid), what=f"progress of life {life}")
+            _wait_for(
+                lambda: (_ckpt_steps(run)[-1:] or [0])[0] > (before[-1:] or [0])[0] or _exited(pid),
+                what=f"progress of life {life}",
+            )
             time.sleep(rng.uniform(0.0, 0.3))
         try:
             os.kill(pid, signal.SIGKILL)
@@ -288,9 +302,11 @@ def test_kill_minus_9_many_times_loses_nothing(zygote, ds, tmp_path):
     gb, mb, _ = load_generator_file(run / "generator.safetensors")
     _assert_same(ga, gb, "generator.safetensors")
     assert ma == mb
-    print(f"\nkill -9: {kills} kills ({mid_write} inside a checkpoint write; temp files left: {torn_temps} torn, "
-          f"{whole_temps} complete but not renamed), "
-          f"{checked_loads} checkpoint loads after kills, resumed from {resumed_from}; final weights bitwise equal")
+    print(
+        f"\nkill -9: {kills} kills ({mid_write} inside a checkpoint write; temp files left: {torn_temps} torn, "
+        f"{whole_temps} complete but not renamed), "
+        f"{checked_loads} checkpoint loads after kills, resumed from {resumed_from}; final weights bitwise equal"
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -332,8 +348,9 @@ def test_ctrl_c_and_sigterm_write_a_checkpoint_and_say_how_to_resume(zygote, ds,
 def test_second_process_on_the_same_run_directory_is_refused(zygote, ds, tmp_path):
     out = tmp_path / "runs"
     run = out / "00001-r"
-    pid_a = zygote.spawn(_train_args(ds, out, 100000, "--set", "train.ckpt_every=1"), tmp_path / "a.log",
-                         {SLOW_WRITE_ENV: "0.1"})
+    pid_a = zygote.spawn(
+        _train_args(ds, out, 100000, "--set", "train.ckpt_every=1"), tmp_path / "a.log", {SLOW_WRITE_ENV: "0.1"}
+    )
     _wait_for(lambda: _ckpt_steps(run) or _exited(pid_a), what="A's first checkpoint")
     status_before = json.loads((run / "run.json").read_text())
     # B: --resume the directory A is training in
@@ -354,6 +371,7 @@ def test_second_process_on_the_same_run_directory_is_refused(zygote, ds, tmp_pat
     for p in list_checkpoints(run):
         load_checkpoint(p)
     stopped = json.loads((run / "run.json").read_text())["step"]
-    code = zygote.wait(zygote.spawn(["train", "--resume", str(run), "--steps", str(stopped + 1), "--quiet"],
-                                    tmp_path / "d.log"), 60)
+    code = zygote.wait(
+        zygote.spawn(["train", "--resume", str(run), "--steps", str(stopped + 1), "--quiet"], tmp_path / "d.log"), 60
+    )
     assert code == 0 and json.loads((run / "run.json").read_text())["status"] == "complete"

@@ -22,7 +22,7 @@ def test_training_writes_a_complete_run(debug_cfg, tmp_path):
     assert run.name == "00001-debug"
     assert json.loads((run / "config.json").read_text())["model"]["resolution"] == 32
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
-    recs = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     train = [r for r in recs if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 9))
     assert all(np.isfinite([r["loss_d"], r["loss_g"]]).all() and 0 <= r["d_real"] <= 1 for r in train)
@@ -43,16 +43,26 @@ def test_training_actually_learns_something(dataset32, tmp_path):
     # D should separate real from fake early on: D(x) > D(G(z)) on average over the first steps.
     cfg = make_config("debug", ["train.steps=12"], data=str(dataset32))
     run = Trainer(cfg, outdir=tmp_path, progress=False).run()
-    train = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert np.mean([r["d_real"] - r["d_fake"] for r in train]) > 0
 
 
-@pytest.mark.parametrize("overrides", [
-    [],
-    ["train.ema=0.9", "train.augment=color,translation,cutout", "train.r1_gamma=0.1", "train.r1_every=3",
-     "train.loss=hinge", "model.spectral_norm=true", "model.d_norm=none"],
-    ["g_opt.name=sgd", "d_opt.name=sgd", "d_opt.weight_decay=0.01", "train.real_label=0.9", "train.loss=lsgan"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        [
+            "train.ema=0.9",
+            "train.augment=color,translation,cutout",
+            "train.r1_gamma=0.1",
+            "train.r1_every=3",
+            "train.loss=hinge",
+            "model.spectral_norm=true",
+            "model.d_norm=none",
+        ],
+        ["g_opt.name=sgd", "d_opt.name=sgd", "d_opt.weight_decay=0.01", "train.real_label=0.9", "train.loss=lsgan"],
+    ],
+)
 def test_resume_continues_exactly(dataset32, tmp_path, overrides):
     torch.set_num_threads(1)
     cfg = make_config("debug", overrides + ["train.steps=6", "train.ckpt_every=2"], data=str(dataset32))
@@ -65,8 +75,8 @@ def test_resume_continues_exactly(dataset32, tmp_path, overrides):
     b = load_checkpoint(list_checkpoints(resumed)[-1])
     assert a["step"] == b["step"] == 6 and a["images_seen"] == b["images_seen"]
     _state_equal(a, b)
-    la = [json.loads(l) for l in (full / "log.jsonl").read_text().splitlines() if '"train"' in l]
-    lb = [json.loads(l) for l in (resumed / "log.jsonl").read_text().splitlines() if '"train"' in l]
+    la = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines() if '"train"' in line]
+    lb = [json.loads(line) for line in (resumed / "log.jsonl").read_text().splitlines() if '"train"' in line]
     assert [r["loss_d"] for r in la] == [r["loss_d"] for r in lb]
     assert [r["loss_g"] for r in la] == [r["loss_g"] for r in lb]
 
@@ -88,8 +98,23 @@ def test_cli_end_to_end(tmp_path, capsys):
     (src / "broken.jpg").write_bytes(b"not a jpeg")
     assert main(["prepare", str(src), "--size", "32", "--out", str(tmp_path / "ds"), "--quiet"]) == 0
     assert "1 skipped" in capsys.readouterr().out
-    assert main(["train", "--data", str(tmp_path / "ds"), "--preset", "debug", "--steps", "3",
-                 "--outdir", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "ds"),
+                "--preset",
+                "debug",
+                "--steps",
+                "3",
+                "--outdir",
+                str(tmp_path / "runs"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "runs" / "00001-debug"
     assert main(["generate", str(run), "--n", "5", "--seed", "1", "--out", str(tmp_path / "faces")]) == 0
     files = sorted((tmp_path / "faces").glob("*.png"))

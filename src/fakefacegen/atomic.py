@@ -19,8 +19,9 @@ import errno
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 TMP_RE = re.compile(r"^\..+\.(\d+)\.tmp$")  # temp_path's names: .NAME.PID.tmp
 SLOW_WRITE_ENV = "FAKEFACEGEN_TEST_SLOW_WRITE"

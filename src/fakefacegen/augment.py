@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-
 Rows = tuple[int, int] | None
 """(first, total): ``x`` holds rows first..first+len(x) of a batch of ``total`` images. Every random
 draw is made for all ``total`` images and sliced, so under torchrun each process augments its rows
@@ -18,12 +17,14 @@ exactly as a single process augments the whole batch (and no two processes repea
 
 def _rand(n: int, rng: torch.Generator | None, x: torch.Tensor, rows: Rows = None) -> torch.Tensor:
     first, total = rows or (0, n)
-    return torch.rand(total, 1, 1, 1, generator=rng)[first:first + n].to(device=x.device, dtype=x.dtype)
+    return torch.rand(total, 1, 1, 1, generator=rng)[first : first + n].to(device=x.device, dtype=x.dtype)
 
 
-def _randint(low: int, high: int, n: int, rng: torch.Generator | None, x: torch.Tensor, rows: Rows = None) -> torch.Tensor:
+def _randint(
+    low: int, high: int, n: int, rng: torch.Generator | None, x: torch.Tensor, rows: Rows = None
+) -> torch.Tensor:
     first, total = rows or (0, n)
-    return torch.randint(low, high, (total, 1, 1), generator=rng, device="cpu")[first:first + n].to(x.device)
+    return torch.randint(low, high, (total, 1, 1), generator=rng, device="cpu")[first : first + n].to(x.device)
 
 
 def color(x: torch.Tensor, rng: torch.Generator | None = None, rows: Rows = None) -> torch.Tensor:
@@ -37,15 +38,20 @@ def color(x: torch.Tensor, rng: torch.Generator | None = None, rows: Rows = None
     return x
 
 
-def translation(x: torch.Tensor, rng: torch.Generator | None = None, ratio: float = 0.125,
-                rows: Rows = None) -> torch.Tensor:
+def translation(
+    x: torch.Tensor, rng: torch.Generator | None = None, ratio: float = 0.125, rows: Rows = None
+) -> torch.Tensor:
     """Shift each image by up to ``ratio`` of its size, filling with zeros (mid-grey in [-1, 1])."""
     n, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     ty = _randint(-sh, sh + 1, n, rng, x, rows)
     tx = _randint(-sw, sw + 1, n, rng, x, rows)
-    bi, gy, gx = torch.meshgrid(torch.arange(n, device=x.device), torch.arange(h, device=x.device),
-                                torch.arange(w, device=x.device), indexing="ij")
+    bi, gy, gx = torch.meshgrid(
+        torch.arange(n, device=x.device),
+        torch.arange(h, device=x.device),
+        torch.arange(w, device=x.device),
+        indexing="ij",
+    )
     gy = torch.clamp(gy + ty + 1, 0, h + 1)
     gx = torch.clamp(gx + tx + 1, 0, w + 1)
     padded = torch.nn.functional.pad(x, [1, 1, 1, 1])

@@ -87,8 +87,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if kind == "empty":
         raise CheckpointError(f"{path}: not a readable checkpoint (empty file, 0 bytes)")
     if kind == "safetensors":
-        raise CheckpointError(f"{path}: a safetensors file (a generator export?), not a training checkpoint; "
-                              f"give it a .safetensors name to load it as a generator")
+        raise CheckpointError(
+            f"{path}: a safetensors file (a generator export?), not a training checkpoint; "
+            f"give it a .safetensors name to load it as a generator"
+        )
     if kind == "unknown":
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unrecognised content)")
     try:
@@ -99,14 +101,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         text = str(e)
         m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if m:
-            raise CheckpointError(f"{path}: refused to load: unpickling it would call {m.group(1)}, which could "
-                                  f"run code; nothing was executed") from None
+            raise CheckpointError(
+                f"{path}: refused to load: unpickling it would call {m.group(1)}, which could "
+                f"run code; nothing was executed"
+            ) from None
         if kind == "pickle":
-            raise CheckpointError(f"{path}: refused to load: a plain Python pickle, not a weights-only PyTorch "
-                                  f"checkpoint (unpickling it could run code); nothing was executed") from None
+            raise CheckpointError(
+                f"{path}: refused to load: a plain Python pickle, not a weights-only PyTorch "
+                f"checkpoint (unpickling it could run code); nothing was executed"
+            ) from None
         m = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt: "
-                              f"{(m.group(1) if m else _first_line(e))[:160]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt: {(m.group(1) if m else _first_line(e))[:160]})"
+        ) from None
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         msg = _first_line(e).split(". ")[0]
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {msg})") from None
@@ -122,8 +129,10 @@ def check_format(state: Any, path: Path | str) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise CheckpointError(f"{path}: invalid checkpoint format version {v!r}")
     if v > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {v} is newer than this FakeFaceGen "
-                              f"({__version__}) understands (<= {FORMAT_VERSION}); upgrade fakefacegen")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {v} is newer than this FakeFaceGen "
+            f"({__version__}) understands (<= {FORMAT_VERSION}); upgrade fakefacegen"
+        )
     for key in ("config", "G", "step"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
@@ -137,8 +146,9 @@ def check_format(state: Any, path: Path | str) -> None:
         sd = state.get(net)
         if sd is None and net != "G":
             continue
-        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(t, torch.Tensor)
-                                               for k, t in sd.items()):
+        if not isinstance(sd, dict) or not all(
+            isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in sd.items()
+        ):
             raise CheckpointError(f"{path}: '{net}' is not a state_dict of tensors")
         for name, t in sd.items():
             # A checkpoint with NaN/Inf weights is of no use for sampling or resuming.
@@ -175,14 +185,25 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
 # Generator-only export (safetensors)
 
 
-def save_generator(g_state: dict[str, torch.Tensor], model_cfg: dict[str, Any], path: str | Path, *,
-                   dtype: torch.dtype = torch.float32, meta: dict[str, Any] | None = None) -> None:
+def save_generator(
+    g_state: dict[str, torch.Tensor],
+    model_cfg: dict[str, Any],
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    meta: dict[str, Any] | None = None,
+) -> None:
     """Write G's weights (floats cast to ``dtype``) and its config as safetensors, atomically."""
     from safetensors.torch import save
 
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in g_state.items()}
-    metadata = {"format": "fakefacegen-generator", "format_version": str(FORMAT_VERSION),
-                "model": json.dumps(model_cfg), "meta": json.dumps(meta or {}), "fakefacegen_version": __version__}
+    metadata = {
+        "format": "fakefacegen-generator",
+        "format_version": str(FORMAT_VERSION),
+        "model": json.dumps(model_cfg),
+        "meta": json.dumps(meta or {}),
+        "fakefacegen_version": __version__,
+    }
     path = Path(path)
     remove_stale_temps(path.parent)
     atomic_write(path, lambda f: f.write(save(tensors, metadata=metadata)), slow_write_hook=True)
@@ -197,23 +218,28 @@ def load_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     if kind in ("zip", "pickle"):
         raise CheckpointError(f"{path}: a PyTorch checkpoint, not a safetensors generator file; give it a .pt name")
     if kind != "safetensors":
-        raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"({'empty file, 0 bytes' if kind == 'empty' else 'unrecognised content'})")
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file "
+            f"({'empty file, 0 bytes' if kind == 'empty' else 'unrecognised content'})"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # SafetensorError, OSError, ... for damaged files
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt: "
-                              f"{_first_line(e)})") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated or corrupt: {_first_line(e)})"
+        ) from None
     if metadata.get("format") != "fakefacegen-generator":
         raise CheckpointError(f"{path}: not a FakeFaceGen generator file (no 'fakefacegen-generator' metadata)")
     v = metadata.get("format_version", "")
     if not v.isdigit():
         raise CheckpointError(f"{path}: invalid generator format version {v!r}")
     if int(v) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: generator format version {v} is newer than this FakeFaceGen "
-                              f"({__version__}) understands (<= {FORMAT_VERSION}); upgrade fakefacegen")
+        raise CheckpointError(
+            f"{path}: generator format version {v} is newer than this FakeFaceGen "
+            f"({__version__}) understands (<= {FORMAT_VERSION}); upgrade fakefacegen"
+        )
     try:
         model, meta = json.loads(metadata["model"]), json.loads(metadata.get("meta") or "{}")
     except (KeyError, ValueError):

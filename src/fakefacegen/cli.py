@@ -25,8 +25,11 @@ COMMANDS: tuple[str, ...] = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fakefacegen", description="Fake faces with a GAN: prepare, train, "
-                                "generate, evaluate.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fakefacegen",
+        description="Fake faces with a GAN: prepare, train, generate, evaluate.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"fakefacegen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for modname in COMMANDS:

@@ -204,7 +204,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         self.model.validate()
         self.g_opt.validate("g_opt")
         self.d_opt.validate("d_opt")
@@ -216,7 +216,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
+    def from_dict(cls, d: dict[str, Any]) -> Config:
         return _build(cls, d, "").validate()
 
     def save(self, path: str | Path) -> None:
@@ -224,7 +224,7 @@ class Config:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
+    def load(cls, path: str | Path) -> Config:
         p = Path(path)
         try:
             raw = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())

@@ -9,8 +9,8 @@ single process would see with the same global batch size).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -56,8 +56,9 @@ class StepBatchSampler(Sampler[list[int]]):
     global batch of ``B*world_size`` images.
     """
 
-    def __init__(self, n: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0):
+    def __init__(
+        self, n: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1, start_step: int = 0
+    ):
         global_batch = batch_size * world_size
         if n < global_batch:
             raise ValueError(f"the dataset has {n} images, fewer than one global batch of {global_batch}")
@@ -69,7 +70,7 @@ class StepBatchSampler(Sampler[list[int]]):
         epoch, pos = divmod(step, self.steps_per_epoch)
         perm = torch.randperm(self.n, generator=step_generator(self.seed, epoch, STREAM_EPOCH))
         start = (pos * self.world_size + self.rank) * self.batch_size
-        return perm[start:start + self.batch_size].tolist()
+        return perm[start : start + self.batch_size].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step
@@ -81,21 +82,37 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.steps_per_epoch
 
 
-def make_loader(dataset: FaceDataset, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                start_step: int = 0, num_workers: int = 0) -> DataLoader:
+def make_loader(
+    dataset: FaceDataset,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    start_step: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
     """An endless DataLoader of uint8 (B, S, S, 3) batches in the deterministic step order."""
-    sampler = StepBatchSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size,
-                               start_step=start_step)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_identity, num_workers=num_workers,
-                      pin_memory=False, persistent_workers=num_workers > 0)
+    sampler = StepBatchSampler(
+        len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, start_step=start_step
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=_identity,
+        num_workers=num_workers,
+        pin_memory=False,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def _identity(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
-def to_model_input(batch: torch.Tensor, *, device: torch.device, channels_last: bool,
-                   flip: torch.Tensor | None = None) -> torch.Tensor:
+def to_model_input(
+    batch: torch.Tensor, *, device: torch.device, channels_last: bool, flip: torch.Tensor | None = None
+) -> torch.Tensor:
     """uint8 (B, S, S, 3) -> float (B, 3, S, S) in [-1, 1] on ``device``; rows where ``flip`` is True mirrored.
 
     The NHWC uint8 batch is already channels_last in memory, so permuting costs no copy there.

@@ -24,8 +24,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -151,9 +152,7 @@ def _check_images_header(ipath: Path, count: int, size: int) -> None:
         )
     actual_bytes = ipath.stat().st_size - offset
     if actual_bytes < count * size * size * 3:
-        raise DatasetFormatError(
-            f"{ipath}: truncated ({actual_bytes} data bytes, expected {count * size * size * 3})"
-        )
+        raise DatasetFormatError(f"{ipath}: truncated ({actual_bytes} data bytes, expected {count * size * size * 3})")
 
 
 def load_manifest(dataset_dir: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
@@ -226,8 +225,12 @@ def _rewrite_header_inplace(path: Path, count: int, size: int, old_offset: int) 
     """Rewrite the .npy header for a new first-axis length; True if done in place."""
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-              "shape": (count, size, size, 3)}
+        buf,
+        {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "fortran_order": False,
+            "shape": (count, size, size, 3),
+        },
     )
     header = buf.getvalue()
     if len(header) != old_offset:
@@ -324,9 +327,16 @@ def write_dataset(out: str | os.PathLike, images: np.ndarray, **fields: Any) -> 
         raise DatasetFormatError(f"{out_path}: exists and is not a directory")
     if out_path.exists():
         replaceable()
-    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "count": int(images.shape[0]),
-                "size": int(images.shape[1]), "dtype": "uint8", "layout": "NHWC RGB",
-                "content_hash": content_hash(images), **fields}
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "count": int(images.shape[0]),
+        "size": int(images.shape[1]),
+        "dtype": "uint8",
+        "layout": "NHWC RGB",
+        "content_hash": content_hash(images),
+        **fields,
+    }
     staged = staging_dir(out_path)
     try:
         np.save(staged / IMAGES_FILE, images)

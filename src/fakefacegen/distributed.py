@@ -51,8 +51,10 @@ def setup() -> tuple[int, int, int]:
             n_gpu = torch.cuda.device_count()
             if local_world > n_gpu:
                 # NCCL refuses two processes on one GPU; say so before it fails with an opaque error.
-                raise ValueError(f"torchrun --nproc_per_node={local_world} but this machine has {n_gpu} GPU(s): "
-                                 f"use at most one process per GPU (or FAKEFACEGEN_BACKEND=gloo)")
+                raise ValueError(
+                    f"torchrun --nproc_per_node={local_world} but this machine has {n_gpu} GPU(s): "
+                    f"use at most one process per GPU (or FAKEFACEGEN_BACKEND=gloo)"
+                )
             torch.cuda.set_device(local_rank)
         timeout = timedelta(seconds=float(os.environ.get("FAKEFACEGEN_DIST_TIMEOUT", "3600")))
         td.init_process_group(backend=backend, timeout=timeout)
@@ -185,8 +187,9 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _convert_global_bn(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, GlobalBatchNorm2d):
-        new = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                                module.track_running_stats)
+        new = GlobalBatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         new.load_state_dict(module.state_dict())
         new.train(module.training)
         return new.to(next(iter(module.state_dict().values())).device)
@@ -221,6 +224,15 @@ def debug_dump(trainer: Any, step: int) -> Path | None:
 
     rank = int(getattr(trainer, "rank", 0))
     path = folder / f"rank{rank}-step{step:06d}.pt"
-    torch.save({"step": step, "rank": rank, "world": int(getattr(trainer, "world", 1)),
-                "G": state(trainer.g), "D": state(trainer.d), "G_ema": state(getattr(trainer, "g_ema", None))}, path)
+    torch.save(
+        {
+            "step": step,
+            "rank": rank,
+            "world": int(getattr(trainer, "world", 1)),
+            "G": state(trainer.g),
+            "D": state(trainer.d),
+            "G_ema": state(getattr(trainer, "g_ema", None)),
+        },
+        path,
+    )
     return path

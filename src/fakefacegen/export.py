@@ -37,8 +37,6 @@ CHECK_BATCHES = (1, 5)
 TRACE_BATCH = 2
 
 
-
-
 class MissingDependencyError(ImportError, RuntimeError):
     """An optional package is missing; the message says what to install."""
 
@@ -48,8 +46,10 @@ def _require_onnx() -> tuple[Any, Any]:
         import onnx
         import onnxruntime
     except ImportError as e:
-        raise MissingDependencyError(f"ONNX export needs the onnx and onnxruntime packages ({e.name} is missing): "
-                                     f"pip install fakefacegen[export]") from None
+        raise MissingDependencyError(
+            f"ONNX export needs the onnx and onnxruntime packages ({e.name} is missing): "
+            f"pip install fakefacegen[export]"
+        ) from None
     return onnx, onnxruntime
 
 
@@ -92,12 +92,25 @@ def _reference(G: LoadedGenerator, seed: int) -> list[tuple[np.ndarray, np.ndarr
 def _describe(G: LoadedGenerator, fmt: str, path: Path, diff: float, seed: int, **extra: Any) -> dict[str, Any]:
     import torch
 
-    return {"format": fmt, "file": path.name, "source": G.source, "resolution": G.resolution, "z_dim": G.z_dim,
-            "input": {"name": "z", "shape": ["batch", G.z_dim], "dtype": "float32"},
-            "output": {"name": "image", "shape": ["batch", 3, G.resolution, G.resolution], "dtype": "float32",
-                       "range": [-1.0, 1.0], "layout": "NCHW"},
-            "check": {"batch_sizes": list(CHECK_BATCHES), "seed": seed, "max_abs_diff": diff},
-            "torch_version": torch.__version__, "fakefacegen_version": __version__, **extra}
+    return {
+        "format": fmt,
+        "file": path.name,
+        "source": G.source,
+        "resolution": G.resolution,
+        "z_dim": G.z_dim,
+        "input": {"name": "z", "shape": ["batch", G.z_dim], "dtype": "float32"},
+        "output": {
+            "name": "image",
+            "shape": ["batch", 3, G.resolution, G.resolution],
+            "dtype": "float32",
+            "range": [-1.0, 1.0],
+            "layout": "NCHW",
+        },
+        "check": {"batch_sizes": list(CHECK_BATCHES), "seed": seed, "max_abs_diff": diff},
+        "torch_version": torch.__version__,
+        "fakefacegen_version": __version__,
+        **extra,
+    }
 
 
 def _write_json(info: dict[str, Any], path: Path) -> Path:
@@ -111,8 +124,9 @@ def _checked(path: Path, diff: float, tolerance: float, what: str) -> None:
         raise RuntimeError(f"{path}: {what} output differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})")
 
 
-def export_onnx(G: LoadedGenerator, path: str | Path, *, opset: int = DEFAULT_OPSET, seed: int = 0,
-                tolerance: float = 1e-4) -> dict[str, Any]:
+def export_onnx(
+    G: LoadedGenerator, path: str | Path, *, opset: int = DEFAULT_OPSET, seed: int = 0, tolerance: float = 1e-4
+) -> dict[str, Any]:
     """Write G as ONNX, run it in onnxruntime against PyTorch and return the report (also written as JSON).
 
     Raises MissingDependencyError without onnx/onnxruntime, RuntimeError if the outputs differ by
@@ -128,23 +142,32 @@ def export_onnx(G: LoadedGenerator, path: str | Path, *, opset: int = DEFAULT_OP
         with warnings.catch_warnings():
             # The TorchScript-based exporter is deprecated in favour of dynamo (which needs onnxscript).
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.zeros(TRACE_BATCH, G.z_dim),), str(tmp), dynamo=False,
-                              input_names=["z"], output_names=["image"], opset_version=opset,
-                              dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}})
+            torch.onnx.export(
+                module,
+                (torch.zeros(TRACE_BATCH, G.z_dim),),
+                str(tmp),
+                dynamo=False,
+                input_names=["z"],
+                output_names=["image"],
+                opset_version=opset,
+                dynamic_axes={"z": {0: "batch"}, "image": {0: "batch"}},
+            )
         onnx.checker.check_model(str(tmp))
 
     atomic_save(path, write)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diff = max(float(np.abs(sess.run(None, {"z": z})[0] - ref).max()) for z, ref in _reference(G, seed))
-    info = _describe(G, "onnx", path, diff, seed, opset=opset, onnx_version=onnx.__version__,
-                     onnxruntime_version=ort.__version__)
+    info = _describe(
+        G, "onnx", path, diff, seed, opset=opset, onnx_version=onnx.__version__, onnxruntime_version=ort.__version__
+    )
     info["json"] = str(_write_json(info, path))
     _checked(path, diff, tolerance, "ONNX Runtime")
     return info
 
 
-def export_torchscript(G: LoadedGenerator, path: str | Path, *, seed: int = 0,
-                       tolerance: float = 1e-5) -> dict[str, Any]:
+def export_torchscript(
+    G: LoadedGenerator, path: str | Path, *, seed: int = 0, tolerance: float = 1e-5
+) -> dict[str, Any]:
     """Write G as a traced TorchScript module, reload it, compare with PyTorch and return the report."""
     import torch
 
@@ -171,7 +194,7 @@ def parse_formats(fmt: str) -> tuple[str, ...]:
     names = [f.strip().lower() for f in str(fmt).split(",") if f.strip()]
     out: list[str] = []
     for f in names:
-        for g in (FORMATS if f == "both" else (f,)):
+        for g in FORMATS if f == "both" else (f,):
             if g not in FORMATS:
                 raise ValueError(f"--format must be onnx, torchscript or both, got {fmt!r}")
             if g not in out:
@@ -181,8 +204,14 @@ def parse_formats(fmt: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def export_model(source: str | Path | None, out: str | Path, formats: tuple[str, ...] | str = "onnx", *,
-                 opset: int = DEFAULT_OPSET, which: str = "latest") -> dict[str, dict[str, Any]]:
+def export_model(
+    source: str | Path | None,
+    out: str | Path,
+    formats: tuple[str, ...] | str = "onnx",
+    *,
+    opset: int = DEFAULT_OPSET,
+    which: str = "latest",
+) -> dict[str, dict[str, Any]]:
     """Export a model (bundled, run directory, .pt or .safetensors) into ``out``; reports by format."""
     from .generate import load_generator
 
@@ -198,5 +227,3 @@ def export_model(source: str | Path | None, out: str | Path, formats: tuple[str,
     if "torchscript" in formats:
         reports["torchscript"] = export_torchscript(G, out / TORCHSCRIPT_FILE)
     return reports
-
-

@@ -41,8 +41,9 @@ def _cpu_bf16_autocast() -> bool:
         return torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype() == torch.bfloat16
 
 
-def _windows(xp: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-             out_hw: tuple[int, int]) -> torch.Tensor:
+def _windows(
+    xp: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int]
+) -> torch.Tensor:
     """(N, Hp, Wp, C) contiguous -> (N, oh, ow, kh, kw, C): a view of every output pixel's window."""
     n, _, _, c = xp.shape
     s0, s1, s2, _ = xp.stride()
@@ -57,7 +58,7 @@ def _sum_windows(cols: torch.Tensor, frame_hw: tuple[int, int], stride: tuple[in
     out = cols.new_zeros((n, *frame_hw, c), dtype=torch.promote_types(cols.dtype, torch.float32))
     for ky in range(kh):
         for kx in range(kw):
-            out[:, ky:ky + sh * (oh - 1) + 1:sh, kx:kx + sw * (ow - 1) + 1:sw] += cols[:, :, :, ky, kx]
+            out[:, ky : ky + sh * (oh - 1) + 1 : sh, kx : kx + sw * (ow - 1) + 1 : sw] += cols[:, :, :, ky, kx]
     return out
 
 
@@ -68,7 +69,7 @@ def _padded(x: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
         return x.contiguous()
     n, h, w, c = x.shape
     xp = x.new_zeros((n, h + 2 * ph, w + 2 * pw, c))
-    xp[:, ph:ph + h, pw:pw + w] = x
+    xp[:, ph : ph + h, pw : pw + w] = x
     return xp
 
 
@@ -80,13 +81,14 @@ class _Unfold(torch.autograd.Function):
         ctx.geometry = (x.shape, x.dtype, kernel, stride, padding, out_hw)
         n, _, _, c = x.shape
         return _windows(_padded(x, padding), kernel, stride, out_hw).reshape(
-            n * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * c)
+            n * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * c
+        )
 
     @staticmethod
     def backward(ctx, grad_rows):
         (n, h, w, c), dtype, kernel, stride, (ph, pw), out_hw = ctx.geometry
         g = _sum_windows(grad_rows.reshape(n, *out_hw, *kernel, c), (h + 2 * ph, w + 2 * pw), stride)
-        return g[:, ph:ph + h, pw:pw + w].to(dtype), None, None, None, None
+        return g[:, ph : ph + h, pw : pw + w].to(dtype), None, None, None, None
 
 
 class _Fold(torch.autograd.Function):
@@ -100,7 +102,7 @@ class _Fold(torch.autograd.Function):
         ctx.geometry = (rows.dtype, in_hw, kernel, stride, padding)
         (ph, pw), (oh, ow) = padding, out_hw
         y = _sum_windows(rows.reshape(n, *in_hw, *kernel, c), (oh + 2 * ph, ow + 2 * pw), stride)
-        return y[:, ph:ph + oh, pw:pw + ow]
+        return y[:, ph : ph + oh, pw : pw + ow]
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -125,9 +127,15 @@ class _GemmRoute:
     """0: never take the matrix-multiply route (the default for every layer)."""
 
     def _route_ok(self, x: torch.Tensor, small_pixels: int) -> bool:
-        return (MIN_PIXELS <= small_pixels <= self.gemm_max_pixels and x.device.type == "cpu" and x.dim() == 4
-                and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
-                and _cpu_bf16_autocast())
+        return (
+            MIN_PIXELS <= small_pixels <= self.gemm_max_pixels
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and self.groups == 1
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and _cpu_bf16_autocast()
+        )
 
 
 class Conv2d(_GemmRoute, nn.Conv2d):

@@ -84,8 +84,17 @@ class LoadedGenerator:
         out = [to_uint8(self.net(zb.to(self.device), psi=psi)) for zb in z.split(batch_size)]
         return np.concatenate(out) if out else np.empty((0, self.resolution, self.resolution, 3), np.uint8)
 
-    def sample(self, n: int, seed: int = 0, *, truncation: float | None = None, psi: float = 1.0,
-               batch_size: int = 256, as_pil: bool = False, start: int = 0):
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        *,
+        truncation: float | None = None,
+        psi: float = 1.0,
+        batch_size: int = 256,
+        as_pil: bool = False,
+        start: int = 0,
+    ):
         """``n`` faces from ``seed``: uint8 array (n, R, R, 3), or a list of PIL images.
 
         ``truncation`` redraws noise values beyond it (a truncated normal in z); ``psi`` moves each
@@ -116,15 +125,18 @@ def _from_state(state: dict[str, torch.Tensor], model: dict[str, Any], source: s
     try:
         g.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{source}: weights do not fit a {mc.resolution}px {mc.family} generator of width "
-                              f"{mc.width} ({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(
+            f"{source}: weights do not fit a {mc.resolution}px {mc.family} generator of width "
+            f"{mc.width} ({str(e).splitlines()[0][:160]})"
+        ) from None
     if hasattr(g, "compute_w_avg"):  # the average w of exactly these weights (a checkpoint's EMA copy too)
         g.compute_w_avg()
     return g
 
 
-def load_generator(source: str | Path | None = None, *, device: str | torch.device = "cpu",
-                   which: str = "latest") -> LoadedGenerator:
+def load_generator(
+    source: str | Path | None = None, *, device: str | torch.device = "cpu", which: str = "latest"
+) -> LoadedGenerator:
     """A generator from the bundled model (``None``), a run directory, a .pt checkpoint or a .safetensors file.
 
     From a run directory or checkpoint, the EMA copy of G is used when the run kept one.
@@ -167,9 +179,20 @@ def load_generator(source: str | Path | None = None, *, device: str | torch.devi
     return LoadedGenerator(g, str(path), meta)
 
 
-def generate_images(source: str | Path | None, out: str | Path, *, n: int = 64, seed: int = 0,
-                    truncation: float | None = None, psi: float = 1.0, grid: bool = True, pngs: bool = True,
-                    device: str = "cpu", batch_size: int = 256, progress: bool = False) -> list[Path]:
+def generate_images(
+    source: str | Path | None,
+    out: str | Path,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    truncation: float | None = None,
+    psi: float = 1.0,
+    grid: bool = True,
+    pngs: bool = True,
+    device: str = "cpu",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> list[Path]:
     """Write ``n`` faces as ``out/seedS-IIIII.png`` and/or ``out/grid.png``; returns the files written."""
     if n <= 0:
         raise ValueError(f"--n must be > 0, got {n}")

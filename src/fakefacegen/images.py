@@ -27,7 +27,7 @@ def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: i
     for i in range(n):
         r, q = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + q * (w + pad)
-        grid[y:y + h, x:x + w] = images[i]
+        grid[y : y + h, x : x + w] = images[i]
     return grid
 
 

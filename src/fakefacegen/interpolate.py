@@ -29,10 +29,9 @@ if TYPE_CHECKING:  # torch is imported lazily so that `fakefacegen --help` stays
 FORMATS = ("gif", "webp")
 
 
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float | Sequence[float] | torch.Tensor, *,
-          eps: float = 1e-6) -> torch.Tensor:
+def slerp(
+    a: torch.Tensor, b: torch.Tensor, t: float | Sequence[float] | torch.Tensor, *, eps: float = 1e-6
+) -> torch.Tensor:
     """Spherical interpolation from ``a`` (t=0) to ``b`` (t=1) along the last dimension.
 
     The direction moves along the great circle at constant angular speed and the norm moves
@@ -90,8 +89,9 @@ def _check(seeds: Sequence[int], frames: int) -> list[int]:
     return seeds
 
 
-def walk_latents(z_dim: int, seeds: Sequence[int], frames: int, *, truncation: float | None = None,
-                 loop: bool = False) -> torch.Tensor:
+def walk_latents(
+    z_dim: int, seeds: Sequence[int], frames: int, *, truncation: float | None = None, loop: bool = False
+) -> torch.Tensor:
     """Noise of the walk, (F, z_dim): ``frames`` points per segment, shared endpoints not repeated.
 
     Segments go seed[0] -> seed[1] -> ... (and back to seed[0] with ``loop``). Without ``loop``,
@@ -114,9 +114,16 @@ def walk_latents(z_dim: int, seeds: Sequence[int], frames: int, *, truncation: f
     return torch.cat(rows).to(torch.float32)
 
 
-def interpolate(G: LoadedGenerator, seeds: Sequence[int], frames: int, truncation: float | None = None, *,
-                psi: float = 1.0,
-                loop: bool = False, batch_size: int = 256) -> np.ndarray:
+def interpolate(
+    G: LoadedGenerator,
+    seeds: Sequence[int],
+    frames: int,
+    truncation: float | None = None,
+    *,
+    psi: float = 1.0,
+    loop: bool = False,
+    batch_size: int = 256,
+) -> np.ndarray:
     """The walk's images, uint8 (F, R, R, 3); see :func:`walk_latents` for F and the frame order.
 
     Endpoint frames equal ``G.sample(1, seed, truncation=truncation)[0]`` of each seed.
@@ -130,7 +137,7 @@ def segment_rows(walk: np.ndarray, frames: int, loop: bool = False) -> np.ndarra
     if (len(seq) - 1) % (frames - 1):
         raise ValueError(f"{len(walk)} walk frames do not split into segments of {frames} frames")
     segs = (len(seq) - 1) // (frames - 1)
-    return np.stack([seq[s * (frames - 1): s * (frames - 1) + frames] for s in range(segs)])
+    return np.stack([seq[s * (frames - 1) : s * (frames - 1) + frames] for s in range(segs)])
 
 
 def _resize(images: np.ndarray, scale: int) -> np.ndarray:
@@ -139,12 +146,14 @@ def _resize(images: np.ndarray, scale: int) -> np.ndarray:
     from PIL import Image
 
     h, w = images.shape[1:3]
-    return np.stack([np.asarray(Image.fromarray(im).resize((w * scale, h * scale), Image.Resampling.LANCZOS))
-                     for im in images])
+    return np.stack(
+        [np.asarray(Image.fromarray(im).resize((w * scale, h * scale), Image.Resampling.LANCZOS)) for im in images]
+    )
 
 
-def save_animation(frames: np.ndarray, path: str | Path, *, fps: float = 12.0, loop: bool = True,
-                   fmt: str | None = None) -> Path:
+def save_animation(
+    frames: np.ndarray, path: str | Path, *, fps: float = 12.0, loop: bool = True, fmt: str | None = None
+) -> Path:
     """Write uint8 (F, H, W, 3) frames as an animated GIF or WebP (from ``fmt`` or the suffix)."""
     from PIL import Image
 
@@ -168,10 +177,21 @@ def save_animation(frames: np.ndarray, path: str | Path, *, fps: float = 12.0, l
     return atomic_save(path, lambda tmp: ims[0].save(tmp, **kw))
 
 
-def interpolate_to_dir(source: str | Path | None, out: str | Path, seeds: Sequence[int], *, frames: int = 16,
-                       truncation: float | None = None, psi: float = 1.0, loop: bool = False, fmt: str = "gif",
-                       fps: float = 12.0,
-                       scale: int = 1, device: str = "cpu", which: str = "latest") -> dict[str, Path]:
+def interpolate_to_dir(
+    source: str | Path | None,
+    out: str | Path,
+    seeds: Sequence[int],
+    *,
+    frames: int = 16,
+    truncation: float | None = None,
+    psi: float = 1.0,
+    loop: bool = False,
+    fmt: str = "gif",
+    fps: float = 12.0,
+    scale: int = 1,
+    device: str = "cpu",
+    which: str = "latest",
+) -> dict[str, Path]:
     """Write ``out/walk.<fmt>`` (the animation) and ``out/grid.png`` (one row per segment)."""
     from .generate import load_generator
     from .images import make_grid, save_png
@@ -194,5 +214,3 @@ def interpolate_to_dir(source: str | Path | None, out: str | Path, seeds: Sequen
     grid = out / "grid.png"
     save_png(make_grid(_resize(rows.reshape(-1, *rows.shape[2:]), int(scale)), nrow=frames), grid)
     return {"animation": anim, "grid": grid}
-
-

@@ -11,17 +11,19 @@ import torch
 import torch.nn.functional as F
 
 
-def d_loss(real: torch.Tensor, fake: torch.Tensor, kind: str = "bce", *, real_label: float = 1.0,
-           fake_label: float = 0.0) -> torch.Tensor:
+def d_loss(
+    real: torch.Tensor, fake: torch.Tensor, kind: str = "bce", *, real_label: float = 1.0, fake_label: float = 0.0
+) -> torch.Tensor:
     """Discriminator loss: push real logits up and fake logits down."""
     real, fake = real.float(), fake.float()
     if kind == "bce":
-        return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_label))
-                + F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, fake_label)))
+        return F.binary_cross_entropy_with_logits(
+            real, torch.full_like(real, real_label)
+        ) + F.binary_cross_entropy_with_logits(fake, torch.full_like(fake, fake_label))
     if kind == "hinge":
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
     if kind == "lsgan":
-        return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake ** 2).mean()
+        return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
     raise ValueError(f"unknown loss {kind!r}")
 
 

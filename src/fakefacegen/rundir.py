@@ -75,7 +75,7 @@ class RunDir:
         return self.config.is_file()
 
     @staticmethod
-    def of_file(path: str | Path) -> "RunDir | None":
+    def of_file(path: str | Path) -> RunDir | None:
         """The run directory a checkpoint (``RUN/checkpoints/X.pt``) or an export (``RUN/X.safetensors``)
         lies in, or None."""
         path = Path(path)
@@ -122,7 +122,7 @@ class RunLock:
         self.path = RunDir(run_dir).lock
         self.fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -130,8 +130,10 @@ class RunLock:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise RunDirError(f"{self.path.parent}: run directory is in use by another training process "
-                                  f"(pid {holder}); refusing to share it") from None
+                raise RunDirError(
+                    f"{self.path.parent}: run directory is in use by another training process "
+                    f"(pid {holder}); refusing to share it"
+                ) from None
             raise
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -144,7 +146,7 @@ class RunLock:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

@@ -94,16 +94,26 @@ class FastPath:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def describe(self) -> str:
-        where = cpu_name() if self.device.type == "cpu" else (
-            torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type)
+        where = (
+            cpu_name()
+            if self.device.type == "cpu"
+            else (torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type)
+        )
         extra = f", cpu capability {cpu_capability()}, {self.threads} threads" if self.device.type == "cpu" else ""
         gemm = f"; convs on {MIN_PIXELS}..{self.gemm_max_pixels} px maps as GEMM" if self.gemm_max_pixels else ""
-        return (f"device {self.device} ({where}{extra}); precision {self.precision}; "
-                f"channels_last {'on' if self.channels_last else 'off'}{gemm}")
+        return (
+            f"device {self.device} ({where}{extra}); precision {self.precision}; "
+            f"channels_last {'on' if self.channels_last else 'off'}{gemm}"
+        )
 
 
-def choose_fast_path(device: torch.device, precision: str = "auto", channels_last: str = "auto",
-                     threads: int = 0, gemm_convs: str = "auto") -> FastPath:
+def choose_fast_path(
+    device: torch.device,
+    precision: str = "auto",
+    channels_last: str = "auto",
+    threads: int = 0,
+    gemm_convs: str = "auto",
+) -> FastPath:
     """Resolve 'auto' settings for ``device`` from what the hardware has."""
     if device.type == "cpu":
         n = threads or available_cores()
@@ -132,5 +142,11 @@ def choose_fast_path(device: torch.device, precision: str = "auto", channels_las
     # The matrix-multiply route only acts under CPU bf16 autocast (gemm_conv.py).
     gemm_ok = device.type == "cpu" and dtype is torch.bfloat16
     gemm = gemm_ok and (gemm_convs == "on" or (gemm_convs == "auto" and cpu_has_native_bf16()))
-    return FastPath(device, dtype, cl, grad_scaler=(dtype is torch.float16 and device.type == "cuda"), threads=n,
-                    gemm_max_pixels=MAX_PIXELS if gemm else 0)
+    return FastPath(
+        device,
+        dtype,
+        cl,
+        grad_scaler=(dtype is torch.float16 and device.type == "cuda"),
+        threads=n,
+        gemm_max_pixels=MAX_PIXELS if gemm else 0,
+    )

@@ -22,20 +22,35 @@ from torch import nn
 
 from . import distributed as dist
 from .augment import diff_augment
-from .checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint,
-                         load_generator_file, prune_checkpoints, save_checkpoint, save_generator)
+from .checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_generator_file,
+    prune_checkpoints,
+    save_checkpoint,
+    save_generator,
+)
 from .config import Config
 from .data import FaceDataset, StepBatchSampler, to_model_input
+from .gan_step import GANStep
 from .gemm_conv import set_gemm_route
 from .images import save_grid, to_uint8
-from .gan_step import GANStep
 from .models import build_models, recalibrate_batchnorm
 from .plots import plot_run
-from .randomness import (EVAL_SEED, GRID_SEED, ROLLBACK_SEED_STRIDE, STREAM_AUG, STREAM_FLIP, STREAM_NOISE,
-                         seeded_rng, step_generator)
-from .runtime import choose_fast_path, select_device
+from .randomness import (
+    EVAL_SEED,
+    GRID_SEED,
+    ROLLBACK_SEED_STRIDE,
+    STREAM_AUG,
+    STREAM_FLIP,
+    STREAM_NOISE,
+    seeded_rng,
+    step_generator,
+)
 from .rundir import RunDir, RunLock, append_log, new_run_dir, write_status, write_status_safely
-
+from .runtime import choose_fast_path, select_device
 
 
 class DivergenceError(RuntimeError):
@@ -62,8 +77,9 @@ def _make_optimizer(params, oc) -> torch.optim.Optimizer:
     if oc.name == "adam":
         # foreach=True: the multi-tensor update, bitwise equal to the for-loop one and 1.3x faster on
         # CPU (benchmarks/bench_train.py, "Adam.step() alone"); PyTorch picks it on CUDA by itself.
-        return torch.optim.Adam(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay,
-                                foreach=True)
+        return torch.optim.Adam(
+            params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay, foreach=True
+        )
     return torch.optim.SGD(params, lr=oc.lr, momentum=oc.momentum, weight_decay=oc.weight_decay)
 
 
@@ -83,9 +99,17 @@ def _nonfinite_param(m: nn.Module) -> str | None:
 class Trainer:
     """Builds everything a run needs; ``run()`` trains until ``cfg.train.steps``."""
 
-    def __init__(self, cfg: Config | None = None, *, resume: str | Path | None = None, outdir: str | Path = "runs",
-                 name: str | None = None, device: str = "auto", progress: bool = True,
-                 stop_after: int | None = None):
+    def __init__(
+        self,
+        cfg: Config | None = None,
+        *,
+        resume: str | Path | None = None,
+        outdir: str | Path = "runs",
+        name: str | None = None,
+        device: str = "auto",
+        progress: bool = True,
+        stop_after: int | None = None,
+    ):
         self.rank, self.world, self.local_rank = dist.setup()
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
@@ -102,14 +126,18 @@ class Trainer:
             else:
                 cfg = Config.load(RunDir(self.run_dir).config)  # killed before its first checkpoint
             if self.is_main:
-                print(f"Resuming {self.run_dir} from {ck.name if ck else 'the start (no checkpoint yet)'}",
-                      file=sys.stderr)
+                print(
+                    f"Resuming {self.run_dir} from {ck.name if ck else 'the start (no checkpoint yet)'}",
+                    file=sys.stderr,
+                )
         assert cfg is not None, "a config or a run to resume is required"
         self.cfg = cfg.validate()
         t = cfg.train
         if t.batch_size % self.world:
-            raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the number of processes "
-                             f"({self.world}); the global batch is split evenly")
+            raise ValueError(
+                f"train.batch_size {t.batch_size} is not divisible by the number of processes "
+                f"({self.world}); the global batch is split evenly"
+            )
         self.local_batch = t.batch_size // self.world
 
         # ---- Device and the fast path for it ---------------------------------------------------
@@ -121,8 +149,10 @@ class Trainer:
             raise ValueError("no dataset: pass --data DIR (a directory made by `fakefacegen prepare`)")
         self.dataset = FaceDataset(cfg.data)
         if self.dataset.resolution != cfg.model.resolution:
-            raise ValueError(f"{cfg.data}: images are {self.dataset.resolution} px but model.resolution is "
-                             f"{cfg.model.resolution}; prepare the data at that size or change the preset")
+            raise ValueError(
+                f"{cfg.data}: images are {self.dataset.resolution} px but model.resolution is "
+                f"{cfg.model.resolution}; prepare the data at that size or change the preset"
+            )
 
         # ---- Models, EMA, optimisers -------------------------------------------------------------
         torch.manual_seed(t.seed)  # weight init is the same in every process
@@ -171,9 +201,14 @@ class Trainer:
         if cfg.eval.every and self.is_main:
             from .metrics import TrainingEvaluator
 
-            self.evaluator = TrainingEvaluator(cfg.data, n=cfg.eval.n, metric=cfg.eval.metric,
-                                               inception=cfg.eval.inception or None, device=str(self.device),
-                                               precision=cfg.eval.precision)
+            self.evaluator = TrainingEvaluator(
+                cfg.data,
+                n=cfg.eval.n,
+                metric=cfg.eval.metric,
+                inception=cfg.eval.inception or None,
+                device=str(self.device),
+                precision=cfg.eval.precision,
+            )
         self._stop_signal: int | None = None
         self._stop_time = 0.0
 
@@ -193,8 +228,10 @@ class Trainer:
                 errors.append(e)
                 print(f"warning: skipping {e}", file=sys.stderr)
         if ckpts:  # starting over would silently throw the run away
-            raise CheckpointError(f"{run_dir}: none of its {len(ckpts)} checkpoint(s) can be used; refusing to "
-                                  f"start over (newest: {errors[0]})")
+            raise CheckpointError(
+                f"{run_dir}: none of its {len(ckpts)} checkpoint(s) can be used; refusing to "
+                f"start over (newest: {errors[0]})"
+            )
         return None
 
     def _load_state(self, state: dict[str, Any], g: nn.Module, d: nn.Module, source: Any = "checkpoint") -> None:
@@ -206,8 +243,9 @@ class Trainer:
             self.opt_g.load_state_dict(state["opt_G"])
             self.opt_d.load_state_dict(state["opt_D"])
         except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{source}: checkpoint does not fit this model "
-                                  f"({str(e).splitlines()[0][:200]})") from None
+            raise CheckpointError(
+                f"{source}: checkpoint does not fit this model ({str(e).splitlines()[0][:200]})"
+            ) from None
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
@@ -217,11 +255,17 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "config": self.cfg.to_dict(), "step": self.step, "images_seen": self.images_seen,
-            "elapsed_s": self.elapsed, "best": self.best, "rollbacks": self.rollbacks,
-            "G": self.g_net.state_dict(), "D": self.d_net.state_dict(),
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "elapsed_s": self.elapsed,
+            "best": self.best,
+            "rollbacks": self.rollbacks,
+            "G": self.g_net.state_dict(),
+            "D": self.d_net.state_dict(),
             "G_ema": self.g_ema.state_dict() if self.g_ema is not None else None,
-            "opt_G": self.opt_g.state_dict(), "opt_D": self.opt_d.state_dict(),
+            "opt_G": self.opt_g.state_dict(),
+            "opt_D": self.opt_d.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "world_size": self.world,
         }
@@ -252,8 +296,11 @@ class Trainer:
             raise KeyboardInterrupt
         self._stop_signal, self._stop_time = signum, now
         if self.is_main:
-            print(f"\n{signal.Signals(signum).name} received: finishing this step and writing a checkpoint "
-                  f"(press Ctrl-C again to abort without one)", file=sys.stderr)
+            print(
+                f"\n{signal.Signals(signum).name} received: finishing this step and writing a checkpoint "
+                f"(press Ctrl-C again to abort without one)",
+                file=sys.stderr,
+            )
 
     def run(self) -> Path:
         """Train to ``cfg.train.steps``; returns the run directory."""
@@ -286,12 +333,16 @@ class Trainer:
     def _loop(self) -> None:
         cfg, t = self.cfg, self.cfg.train
         dev, fast = self.device, self.fast
-        sampler = StepBatchSampler(len(self.dataset), self.local_batch, seed=t.seed, rank=self.rank,
-                                   world_size=self.world)
+        sampler = StepBatchSampler(
+            len(self.dataset), self.local_batch, seed=t.seed, rank=self.rank, world_size=self.world
+        )
         lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch  # this process's rows
         if self.is_main:
-            print(f"run {self.run_dir} | {fast.describe()} | {self.world} process(es), batch {t.batch_size} "
-                  f"global / {self.local_batch} per process", file=sys.stderr)
+            print(
+                f"run {self.run_dir} | {fast.describe()} | {self.world} process(es), batch {t.batch_size} "
+                f"global / {self.local_batch} per process",
+                file=sys.stderr,
+            )
             if self.step == 0:
                 self._write_grids(real=True)
         bar = None
@@ -311,8 +362,11 @@ class Trainer:
             if t.flip:
                 flip = (torch.rand(t.batch_size, generator=step_generator(t.seed, step, STREAM_FLIP)) < 0.5)[lo:hi]
             real = to_model_input(batch, device=dev, channels_last=fast.channels_last, flip=flip)
-            z = torch.randn(t.batch_size, cfg.model.z_dim,
-                            generator=step_generator(t.seed + ROLLBACK_SEED_STRIDE * self.rollbacks, step, STREAM_NOISE))[lo:hi]
+            z = torch.randn(
+                t.batch_size,
+                cfg.model.z_dim,
+                generator=step_generator(t.seed + ROLLBACK_SEED_STRIDE * self.rollbacks, step, STREAM_NOISE),
+            )[lo:hi]
             z = z.to(dev)
             aug_rng = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
 
@@ -329,11 +383,17 @@ class Trainer:
             # d_real/d_fake/r1 too, so the log describes the global batch, not rank 0's share of it.
             # One device->host transfer per step (on a GPU each .item() is a sync): the five statistics
             # and a flag that is 0 when every weight of D and G is finite.
-            stats = torch.stack([
-                out.loss_d.detach().float(), out.loss_g.detach().float(),
-                torch.sigmoid(out.logits_real.detach().float()).mean(),
-                torch.sigmoid(out.logits_fake.detach().float()).mean(), out.r1.detach().float().reshape(()),
-                out.r2.detach().float().reshape(()), self._weights_maybe_nonfinite()]).tolist()
+            stats = torch.stack(
+                [
+                    out.loss_d.detach().float(),
+                    out.loss_g.detach().float(),
+                    torch.sigmoid(out.logits_real.detach().float()).mean(),
+                    torch.sigmoid(out.logits_fake.detach().float()).mean(),
+                    out.r1.detach().float().reshape(()),
+                    out.r2.detach().float().reshape(()),
+                    self._weights_maybe_nonfinite(),
+                ]
+            ).tolist()
             maybe_bad_w = stats.pop()
             ld, lg, dx, dgz, r1v, r2v, stop_flag = dist.agree([*stats, float(self._stop_signal is not None)])
             if stop_flag and self._stop_signal is None:
@@ -368,9 +428,14 @@ class Trainer:
             last = self.step == t.steps
             if self.step % t.log_every == 0 or last:
                 now = time.perf_counter()
-                rec = {"kind": "train", "step": self.step, "images_seen": self.images_seen,
-                       **{k: acc[k] / acc["n"] for k in ("loss_d", "loss_g", "d_real", "d_fake")},
-                       "img_per_s": tick_images / max(now - tick, 1e-9), "elapsed_s": round(self.elapsed, 2)}
+                rec = {
+                    "kind": "train",
+                    "step": self.step,
+                    "images_seen": self.images_seen,
+                    **{k: acc[k] / acc["n"] for k in ("loss_d", "loss_g", "d_real", "d_fake")},
+                    "img_per_s": tick_images / max(now - tick, 1e-9),
+                    "elapsed_s": round(self.elapsed, 2),
+                }
                 for reg in ("r1", "r2"):
                     if getattr(t, f"{reg}_gamma"):
                         rec[reg] = acc[reg] / acc["n"]
@@ -380,9 +445,13 @@ class Trainer:
                 if self.is_main:
                     append_log(self.files.log, rec)
                     if bar:
-                        bar.set_postfix(D=f"{rec['loss_d']:.3f}", G=f"{rec['loss_g']:.3f}",
-                                        Dx=f"{rec['d_real']:.2f}", DGz=f"{rec['d_fake']:.2f}",
-                                        ips=f"{rec['img_per_s']:.0f}")
+                        bar.set_postfix(
+                            D=f"{rec['loss_d']:.3f}",
+                            G=f"{rec['loss_g']:.3f}",
+                            Dx=f"{rec['d_real']:.2f}",
+                            DGz=f"{rec['d_fake']:.2f}",
+                            ips=f"{rec['img_per_s']:.0f}",
+                        )
             if self.is_main and (self.step % t.sample_every == 0 or last):
                 self._write_grids()
                 plot_run(self.run_dir)
@@ -399,8 +468,9 @@ class Trainer:
                 if bar:
                     bar.close()
                 if stop_flag:
-                    raise TrainingInterrupted(self._stop_signal, f"stopped at step {self.step} by "
-                                              f"{signal.Signals(self._stop_signal).name}")
+                    raise TrainingInterrupted(
+                        self._stop_signal, f"stopped at step {self.step} by {signal.Signals(self._stop_signal).name}"
+                    )
                 return
         if bar:
             bar.close()
@@ -408,8 +478,9 @@ class Trainer:
             if self._exported_step() != self.step:  # killed between the last checkpoint and the export
                 self._export_generator()
             plot_run(self.run_dir)
-            write_status(self.run_dir, "complete", step=self.step, images_seen=self.images_seen,
-                         elapsed_s=round(self.elapsed, 1))
+            write_status(
+                self.run_dir, "complete", step=self.step, images_seen=self.images_seen, elapsed_s=round(self.elapsed, 1)
+            )
 
     # ------------------------------------------------------------------------------------------
     def _weights_maybe_nonfinite(self) -> torch.Tensor:
@@ -424,8 +495,11 @@ class Trainer:
         """'the discriminator weight X is NaN/Inf' (D first: it is updated first in a step), or None.
 
         Called only when _weights_maybe_nonfinite raised the flag, to name the weight."""
-        found = [f"{label} weight {name}" for label, m in (("discriminator", self.d_net), ("generator", self.g_net))
-                 if (name := _nonfinite_param(m))]
+        found = [
+            f"{label} weight {name}"
+            for label, m in (("discriminator", self.d_net), ("generator", self.g_net))
+            if (name := _nonfinite_param(m))
+        ]
         if not found:
             return None
         return f"the {found[0]} is NaN/Inf" + (f" (and the {found[1]})" if len(found) > 1 else "")
@@ -435,15 +509,19 @@ class Trainer:
         if self.cfg.train.on_nan == "rollback" and ck is not None and self.rollbacks < 3:
             self.rollbacks += 1
             if self.is_main:
-                print(f"warning: {what}; rolling back to {ck.name} with fresh noise "
-                      f"(rollback {self.rollbacks} of 3)", file=sys.stderr)
+                print(
+                    f"warning: {what}; rolling back to {ck.name} with fresh noise (rollback {self.rollbacks} of 3)",
+                    file=sys.stderr,
+                )
             state = load_checkpoint(ck, map_location=self.device)
             rollbacks = self.rollbacks
             self._load_state(state, self.g_net, self.d_net, source=ck)
             self.rollbacks = rollbacks
             return
-        raise DivergenceError(f"training diverged: {what}; no checkpoint was overwritten"
-                              + ("" if ck is None else f"; the last good one is {ck}"))
+        raise DivergenceError(
+            f"training diverged: {what}; no checkpoint was overwritten"
+            + ("" if ck is None else f"; the last good one is {ck}")
+        )
 
     def _checkpoint(self, final: bool) -> None:
         if not self.is_main:
@@ -451,8 +529,9 @@ class Trainer:
             return
         bad = _nonfinite_param(self.g_net) or _nonfinite_param(self.d_net)
         if bad:
-            raise DivergenceError(f"training diverged: weight {bad} is NaN/Inf at step {self.step}; "
-                                  f"no checkpoint was written")
+            raise DivergenceError(
+                f"training diverged: weight {bad} is NaN/Inf at step {self.step}; no checkpoint was written"
+            )
         save_checkpoint(self.state_dict(), self.files.checkpoint(self.step))
         prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         if final:
@@ -464,9 +543,12 @@ class Trainer:
         g = self.sampling_generator()
         if hasattr(g, "compute_w_avg"):  # the style family's truncation centre, for these weights
             g.compute_w_avg()
-        save_generator(g.state_dict(), json.loads(json.dumps(self.cfg.to_dict()["model"])),
-                       self.files.generator,
-                       meta={"images_seen": self.images_seen, "step": self.step, "ema": self.g_ema is not None})
+        save_generator(
+            g.state_dict(),
+            json.loads(json.dumps(self.cfg.to_dict()["model"])),
+            self.files.generator,
+            meta={"images_seen": self.images_seen, "step": self.step, "ema": self.g_ema is not None},
+        )
 
     def _exported_step(self) -> int | None:
         try:
@@ -499,4 +581,3 @@ class Trainer:
             self.best = {"metric": key, "value": value, "step": self.step}
             save_checkpoint(self.state_dict(), self.files.best_checkpoint)
             print(f"\nstep {self.step}: {key} {value:.3f} (new best)", file=sys.stderr)
-

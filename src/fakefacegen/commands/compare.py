@@ -22,15 +22,28 @@ eval-*.json files in a run directory (written by `fakefacegen evaluate ... --out
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subcommand(sub, "compare", "Compare training runs side by side: one self-contained HTML report with config "
-                   "diffs, loss and FID/KID curves, final sample grids and a ranked table, plus summary.json and "
-                   "summary.md.", EXAMPLES)
+    s = subcommand(
+        sub,
+        "compare",
+        "Compare training runs side by side: one self-contained HTML report with config "
+        "diffs, loss and FID/KID curves, final sample grids and a ranked table, plus summary.json and "
+        "summary.md.",
+        EXAMPLES,
+    )
     s.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run directories; the first is the baseline")
     s.add_argument("--out", default="report", help="report directory (default report/)")
-    s.add_argument("--metric", default="auto", choices=("auto", *METRICS),
-                   help="metric to rank by (default auto: the baseline's eval.metric if logged, else fid, else kid)")
-    s.add_argument("--sort", default="auto", choices=SORTS,
-                   help="rank by the final or best logged value, or by eval-*.json (default auto)")
+    s.add_argument(
+        "--metric",
+        default="auto",
+        choices=("auto", *METRICS),
+        help="metric to rank by (default auto: the baseline's eval.metric if logged, else fid, else kid)",
+    )
+    s.add_argument(
+        "--sort",
+        default="auto",
+        choices=SORTS,
+        help="rank by the final or best logged value, or by eval-*.json (default auto)",
+    )
     s.add_argument("--title", default=None, help="title of the report")
     s.set_defaults(func=run)
     return s
@@ -46,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     msg = f"wrote {Path(args.out) / 'index.html'}, summary.md and summary.json ({len(summary['runs'])} runs)"
     if summary["winner"]:
         best = next(r for r in summary["runs"] if r["is_best"])
-        msg += (f"; best: {summary['winner']} ({summary['metric'].upper()} "
-                f"{fmt_value(summary['metric'], best['rank_value'])}, {summary['sort']})")
+        msg += (
+            f"; best: {summary['winner']} ({summary['metric'].upper()} "
+            f"{fmt_value(summary['metric'], best['rank_value'])}, {summary['sort']})"
+        )
     print(msg)
     return 0

@@ -16,16 +16,27 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subcommand(sub, "demo", "A face generator in the browser: grid, truncation slider, walks between faces, "
-                   "PNG downloads.", EXAMPLES)
+    s = subcommand(
+        sub,
+        "demo",
+        "A face generator in the browser: grid, truncation slider, walks between faces, PNG downloads.",
+        EXAMPLES,
+    )
     add_model(s)
-    s.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)",
+    )
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     add_which(s)
     add_device(s)
-    s.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for the generator (default: torch's choice; 1 is best on a busy machine)")
+    s.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for the generator (default: torch's choice; 1 is best on a busy machine)",
+    )
     s.add_argument("--cache-mb", type=int, default=64, help="memory for rendered images, in MB (default 64)")
     s.add_argument("--log", action="store_true", help="log every request")
     s.set_defaults(func=run)

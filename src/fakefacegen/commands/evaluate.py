@@ -15,12 +15,17 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subcommand(sub, "evaluate", "FID, KID, Inception Score and precision/recall (pytorch-fid protocol by "
-                   "default).", EXAMPLES)
-    add_model(s, help="run directory, checkpoint .pt or generator .safetensors to sample fakes from "
-                      "(or --fake FOLDER)")
-    s.add_argument("--data", "--real", dest="real", default=None,
-                   help="real images: a prepared dataset directory or a folder of images")
+    s = subcommand(
+        sub, "evaluate", "FID, KID, Inception Score and precision/recall (pytorch-fid protocol by default).", EXAMPLES
+    )
+    add_model(s, help="run directory, checkpoint .pt or generator .safetensors to sample fakes from (or --fake FOLDER)")
+    s.add_argument(
+        "--data",
+        "--real",
+        dest="real",
+        default=None,
+        help="real images: a prepared dataset directory or a folder of images",
+    )
     s.add_argument("--fake", default=None, help="fake images: a folder of images (instead of a model)")
     s.add_argument("--metrics", default="fid,kid", help="comma list of fid, kid, is, pr (default fid,kid)")
     add_count(s, 10000, "images drawn from each side")
@@ -30,10 +35,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--resize", default="pytorch-fid", help="resize protocol (default pytorch-fid)")
     add_batch_size(s, 50)
     add_device(s)
-    s.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="Inception precision: fp32 (default, the protocol's); bf16/fp16 are faster on hardware "
-                        "with native support, are recorded in the result and cached apart, and move FID a little "
-                        "(see benchmarks/README.md)")
+    s.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="Inception precision: fp32 (default, the protocol's); bf16/fp16 are faster on hardware "
+        "with native support, are recorded in the result and cached apart, and move FID a little "
+        "(see benchmarks/README.md)",
+    )
     s.add_argument("--out", default=None, help="write the result as JSON here (default: print only)")
     s.set_defaults(func=run)
     return s
@@ -59,8 +68,17 @@ def run(a: argparse.Namespace) -> int:
         def fake(n: int, seed: int = a.seed):
             return G.sample(n, seed, truncation=a.truncation, psi=a.psi)
 
-    res = evaluate_images(a.real, fake, metrics, n=a.n, inception=a.inception, device=device,
-                          batch_size=a.batch_size, resize=a.resize, precision=a.precision)
+    res = evaluate_images(
+        a.real,
+        fake,
+        metrics,
+        n=a.n,
+        inception=a.inception,
+        device=device,
+        batch_size=a.batch_size,
+        resize=a.resize,
+        precision=a.precision,
+    )
     text = json.dumps(res, indent=2)
     print(text)
     if a.out:

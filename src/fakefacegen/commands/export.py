@@ -22,11 +22,19 @@ Using the ONNX file (needs only onnxruntime and numpy):
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subcommand(sub, "export", "Export a generator to ONNX and/or TorchScript, checked against PyTorch on "
-                   "the same noise.", EXAMPLES)
+    s = subcommand(
+        sub,
+        "export",
+        "Export a generator to ONNX and/or TorchScript, checked against PyTorch on the same noise.",
+        EXAMPLES,
+    )
     add_model(s)
-    s.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "both"),
-                   help="what to write (default onnx; onnx needs: pip install fakefacegen[export])")
+    s.add_argument(
+        "--format",
+        default="onnx",
+        choices=("onnx", "torchscript", "both"),
+        help="what to write (default onnx; onnx needs: pip install fakefacegen[export])",
+    )
     s.add_argument("--out", default="export", help="output directory (default export/)")
     s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     add_which(s)
@@ -40,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     reports = export_model(args.model, args.out, args.format, opset=args.opset, which=args.which)
     for fmt, r in reports.items():
-        print(f"wrote {Path(args.out) / r['file']} ({fmt}): max abs difference from PyTorch "
-              f"{r['check']['max_abs_diff']:.3g} over batches {','.join(map(str, CHECK_BATCHES))}; "
-              f"details in {r['json']}")
+        print(
+            f"wrote {Path(args.out) / r['file']} ({fmt}): max abs difference from PyTorch "
+            f"{r['check']['max_abs_diff']:.3g} over batches {','.join(map(str, CHECK_BATCHES))}; "
+            f"details in {r['json']}"
+        )
     print(f"done in {time.perf_counter() - t0:.1f}s")
     return 0

@@ -17,8 +17,9 @@ def add_model(s: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
 def add_device(s: argparse.ArgumentParser, default: str = "cpu") -> None:
     """``--device``: where the networks run. Training defaults to ``auto`` (the fastest device there is);
     sampling commands to ``cpu``, so the same seed gives the same pixels on every machine."""
-    s.add_argument("--device", default=default, help=f"{DEVICES}; auto picks CUDA, then MPS, then CPU "
-                   f"(default {default})")
+    s.add_argument(
+        "--device", default=default, help=f"{DEVICES}; auto picks CUDA, then MPS, then CPU (default {default})"
+    )
 
 
 def device_of(args: argparse.Namespace) -> str:
@@ -30,9 +31,12 @@ def device_of(args: argparse.Namespace) -> str:
 
 def add_which(s: argparse.ArgumentParser) -> None:
     """``--which``: which checkpoint of a run directory a model is read from."""
-    s.add_argument("--which", choices=("latest", "best"), default="latest",
-                   help="checkpoint of a run directory: the latest, or the best by the evaluation metric "
-                        "(default latest)")
+    s.add_argument(
+        "--which",
+        choices=("latest", "best"),
+        default="latest",
+        help="checkpoint of a run directory: the latest, or the best by the evaluation metric (default latest)",
+    )
 
 
 def add_count(s: argparse.ArgumentParser, default: int, what: str) -> None:
@@ -42,17 +46,29 @@ def add_count(s: argparse.ArgumentParser, default: int, what: str) -> None:
 
 def add_seed(s: argparse.ArgumentParser) -> None:
     """``--seed`` of the generated images: row i of the noise depends only on (seed, i)."""
-    s.add_argument("--seed", type=int, default=0,
-                   help="seed of the generated faces: the same seed gives the same faces (default 0)")
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the generated faces: the same seed gives the same faces (default 0)",
+    )
 
 
 def add_truncation(s: argparse.ArgumentParser) -> None:
     """``--truncation`` (of the noise) and ``--psi`` (towards the average latent)."""
-    s.add_argument("--truncation", type=float, default=None,
-                   help="redraw noise values beyond this bound (truncated normal), e.g. 0.7 (default off)")
-    s.add_argument("--psi", type=float, default=1.0,
-                   help="truncation towards the average latent, in [0, 1]: 1 = off (default), e.g. 0.7 for "
-                        "cleaner, less varied faces (in W for the style family, towards z = 0 for the DCGAN)")
+    s.add_argument(
+        "--truncation",
+        type=float,
+        default=None,
+        help="redraw noise values beyond this bound (truncated normal), e.g. 0.7 (default off)",
+    )
+    s.add_argument(
+        "--psi",
+        type=float,
+        default=1.0,
+        help="truncation towards the average latent, in [0, 1]: 1 = off (default), e.g. 0.7 for "
+        "cleaner, less varied faces (in W for the style family, towards z = 0 for the DCGAN)",
+    )
 
 
 def add_batch_size(s: argparse.ArgumentParser, default: int) -> None:
@@ -65,8 +81,10 @@ def add_quiet(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def subcommand(sub: argparse._SubParsersAction, name: str, desc: str, examples: str | None = None
-               ) -> argparse.ArgumentParser:
+def subcommand(
+    sub: argparse._SubParsersAction, name: str, desc: str, examples: str | None = None
+) -> argparse.ArgumentParser:
     """A new subparser with ``desc`` as its help and description and ``examples`` as its epilog."""
-    return sub.add_parser(name, help=desc, description=desc, epilog=examples,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name, help=desc, description=desc, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )

@@ -48,9 +48,19 @@ def run(a: argparse.Namespace) -> int:
         G = load_generator(a.model, which="best")
         a.model = G.source
     t0 = time.perf_counter()
-    files = generate_images(a.model, a.out, n=a.n, seed=a.seed, truncation=a.truncation, psi=a.psi,
-                            grid=not a.no_grid, pngs=not a.grid_only, device=device, batch_size=a.batch_size,
-                            progress=a.n > 1024)
+    files = generate_images(
+        a.model,
+        a.out,
+        n=a.n,
+        seed=a.seed,
+        truncation=a.truncation,
+        psi=a.psi,
+        grid=not a.no_grid,
+        pngs=not a.grid_only,
+        device=device,
+        batch_size=a.batch_size,
+        progress=a.n > 1024,
+    )
     grid = [f for f in files if f.name == "grid.png"]
     took = f" in {time.perf_counter() - t0:.1f}s"
     if a.grid_only:

@@ -15,11 +15,18 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subcommand(sub, "interpolate", "A latent walk between seeds (spherical interpolation) as an animated "
-                   "GIF/WebP and a grid PNG.", EXAMPLES)
+    s = subcommand(
+        sub,
+        "interpolate",
+        "A latent walk between seeds (spherical interpolation) as an animated GIF/WebP and a grid PNG.",
+        EXAMPLES,
+    )
     add_model(s)
-    s.add_argument("--seeds", required=True, help="comma-separated seeds to walk through, e.g. 1,2,3 "
-                   "(seed S is the face `generate --seed S` draws first)")
+    s.add_argument(
+        "--seeds",
+        required=True,
+        help="comma-separated seeds to walk through, e.g. 1,2,3 (seed S is the face `generate --seed S` draws first)",
+    )
     s.add_argument("--frames", type=int, default=16, help="frames per segment, both endpoints included (default 16)")
     s.add_argument("--loop", action="store_true", help="walk back from the last seed to the first")
     add_truncation(s)
@@ -38,10 +45,23 @@ def run(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     t0 = time.perf_counter()
-    files = interpolate_to_dir(args.model, args.out, seeds, frames=args.frames, truncation=args.truncation,
-                               psi=args.psi, loop=args.loop, fmt=args.format, fps=args.fps, scale=args.scale,
-                               device=device_of(args), which=args.which)
+    files = interpolate_to_dir(
+        args.model,
+        args.out,
+        seeds,
+        frames=args.frames,
+        truncation=args.truncation,
+        psi=args.psi,
+        loop=args.loop,
+        fmt=args.format,
+        fps=args.fps,
+        scale=args.scale,
+        device=device_of(args),
+        which=args.which,
+    )
     segs = len(seeds) - (0 if args.loop else 1)
-    print(f"wrote {files['animation']} and {files['grid']} ({segs} segments x {args.frames} frames) "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"wrote {files['animation']} and {files['grid']} ({segs} segments x {args.frames} frames) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     return 0

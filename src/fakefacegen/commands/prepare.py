@@ -12,8 +12,9 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = subcommand(sub, "prepare", "Face photos (folders or zips) -> center crop -> resize -> one uint8 dataset "
-                   "file.", EXAMPLES)
+    s = subcommand(
+        sub, "prepare", "Face photos (folders or zips) -> center crop -> resize -> one uint8 dataset file.", EXAMPLES
+    )
     s.add_argument("sources", nargs="+", help="folders (searched recursively) or .zip files of JPEG/PNG/WebP images")
     s.add_argument("--out", required=True, help="output dataset directory (images.npy + manifest.json)")
     s.add_argument("--size", type=int, default=64, help="output side in pixels, a power of two 32..256 (default 64)")
@@ -27,10 +28,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(a: argparse.Namespace) -> int:
     from ..prepare import prepare_dataset
 
-    m = prepare_dataset(a.sources if len(a.sources) > 1 else a.sources[0], a.out, size=a.size,
-                        workers=a.workers, overwrite=a.overwrite, progress=not a.quiet)
-    print(f"{a.out}: {m['count']} images of {m['size']}x{m['size']}, {len(m['skipped'])} skipped, "
-          f"{m.get('images_per_s', 0):.0f} images/s")
+    m = prepare_dataset(
+        a.sources if len(a.sources) > 1 else a.sources[0],
+        a.out,
+        size=a.size,
+        workers=a.workers,
+        overwrite=a.overwrite,
+        progress=not a.quiet,
+    )
+    print(
+        f"{a.out}: {m['count']} images of {m['size']}x{m['size']}, {len(m['skipped'])} skipped, "
+        f"{m.get('images_per_s', 0):.0f} images/s"
+    )
     for s in m["skipped"][:10]:
         print(f"  skipped {s['path']}: {s['reason']}")
     if len(m["skipped"]) > 10:

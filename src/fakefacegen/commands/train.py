@@ -26,8 +26,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="total training steps (overrides the preset)")
     s.add_argument("--batch-size", type=int, default=None, help="global batch size (overrides the preset)")
     s.add_argument("--seed", type=int, default=None, help="training seed (overrides the preset)")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one config field, e.g. --set train.ema=0.999 (repeatable)")
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one config field, e.g. --set train.ema=0.999 (repeatable)",
+    )
     s.add_argument("--eval-every", type=int, default=None, help="steps between FID evaluations (0 = off)")
     s.add_argument("--eval-n", type=int, default=None, help="images per evaluation")
     s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
@@ -44,8 +49,13 @@ def _config(a: argparse.Namespace):
     from ..config import Config, apply_override, make_config
 
     overrides = list(a.set)
-    for flag, key in ((a.steps, "train.steps"), (a.batch_size, "train.batch_size"), (a.seed, "train.seed"),
-                      (a.eval_every, "eval.every"), (a.eval_n, "eval.n")):
+    for flag, key in (
+        (a.steps, "train.steps"),
+        (a.batch_size, "train.batch_size"),
+        (a.seed, "train.seed"),
+        (a.eval_every, "eval.every"),
+        (a.eval_n, "eval.n"),
+    ):
         if flag is not None:
             overrides.append(f"{key}={flag}")
     if not a.config:
@@ -77,8 +87,9 @@ def run(a: argparse.Namespace) -> int:
         run_dir = trainer.run()
     except TrainingInterrupted as e:
         if trainer.is_main:
-            print(f"{e}; checkpoint written. Resume with: fakefacegen train --resume {trainer.run_dir}",
-                  file=sys.stderr)
+            print(
+                f"{e}; checkpoint written. Resume with: fakefacegen train --resume {trainer.run_dir}", file=sys.stderr
+            )
         return 128 + e.signum
     except DivergenceError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -54,8 +54,15 @@ def plot_metrics(runs: list[Run], metrics: list[str], colors: dict[str, str], pa
             for r in runs:
                 c = [p for p in curves[(r.name, k)] if p[xk] is not None]
                 if c:
-                    ax.plot([p[xk] for p in c], [p["value"] for p in c], marker="o", ms=3, lw=1.2,
-                            color=colors[r.name], label=r.name)
+                    ax.plot(
+                        [p[xk] for p in c],
+                        [p["value"] for p in c],
+                        marker="o",
+                        ms=3,
+                        lw=1.2,
+                        color=colors[r.name],
+                        label=r.name,
+                    )
             ax.set_xlabel(label)
             ax.set_ylabel(f"{k.upper()} (lower is better)")
             ax.grid(alpha=0.3)

@@ -53,7 +53,7 @@ tr.best td{background:#d9f2d9;font-weight:600}
 figure img{width:100%;image-rendering:pixelated;border:3px solid #ccc} figure.best img{border-color:#2a2}
 figcaption{font-size:0.85em;margin-top:4px;word-break:break-all} img.plot{max-width:100%}
 .muted{color:#777}
-"""
+"""  # noqa: E501 (one CSS rule per line)
 
 
 def _diff_text(row: dict[str, Any]) -> str:
@@ -91,37 +91,65 @@ def _cell(row: dict[str, Any], kind: str, summary: dict[str, Any]) -> tuple[str,
 def render_html(summary: dict[str, Any], images: dict[str, Path], grids: dict[str, Path]) -> str:
     """The report page; every image is embedded, so the file stands alone."""
     e = html.escape
-    rank_label = {"final": "the final logged value", "best": "the best logged value",
-                  "evaluate": "the eval-*.json value"}[summary["sort"]]
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{e(summary['title'] or 'FakeFaceGen run comparison')}</title>", f"<style>{CSS}</style></head><body>",
-           f"<h1>{e(summary['title'] or 'FakeFaceGen run comparison')}</h1>",
-           f"<p class=\"muted\">{len(summary['runs'])} runs, generated {e(summary['created'])} by "
-           f"<code>fakefacegen compare</code>. Baseline (first run): <b>{e(summary['baseline'])}</b>.</p>"]
+    rank_label = {
+        "final": "the final logged value",
+        "best": "the best logged value",
+        "evaluate": "the eval-*.json value",
+    }[summary["sort"]]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(summary['title'] or 'FakeFaceGen run comparison')}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{e(summary['title'] or 'FakeFaceGen run comparison')}</h1>",
+        f'<p class="muted">{len(summary["runs"])} runs, generated {e(summary["created"])} by '
+        f"<code>fakefacegen compare</code>. Baseline (first run): <b>{e(summary['baseline'])}</b>.</p>",
+    ]
     if summary["winner"]:
         w = next(r for r in summary["runs"] if r["name"] == summary["winner"])
-        out.append(f"<p>Best: <b>{e(w['name'])}</b> with {summary['metric'].upper()} "
-                   f"{e(fmt_value(summary['metric'], w['rank_value']))} ({e(rank_label)}; lower is better).</p>")
+        out.append(
+            f"<p>Best: <b>{e(w['name'])}</b> with {summary['metric'].upper()} "
+            f"{e(fmt_value(summary['metric'], w['rank_value']))} ({e(rank_label)}; lower is better).</p>"
+        )
     if summary["warnings"]:
-        out.append('<div class="warn"><b>Read with care:</b><ul>'
-                   + "".join(f"<li>{e(x)}</li>" for x in summary["warnings"]) + "</ul></div>")
+        out.append(
+            '<div class="warn"><b>Read with care:</b><ul>'
+            + "".join(f"<li>{e(x)}</li>" for x in summary["warnings"])
+            + "</ul></div>"
+        )
 
     # ---- Results table -------------------------------------------------------------------
     mcols = _columns(summary)
-    heads = ["rank", "run", "config diff vs baseline", "status", "steps", "images seen", "training time",
-             "img/s", *[h for h, _ in mcols]]
-    out.append(f"<h2>Results</h2><p>Sorted by {summary['metric'].upper() if summary['metric'] else '(no metric)'}: "
-               f"{e(rank_label)}. The highlighted row is the best.</p>")
-    out.append('<table class="results"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in heads)
-               + "</tr></thead><tbody>")
+    heads = [
+        "rank",
+        "run",
+        "config diff vs baseline",
+        "status",
+        "steps",
+        "images seen",
+        "training time",
+        "img/s",
+        *[h for h, _ in mcols],
+    ]
+    out.append(
+        f"<h2>Results</h2><p>Sorted by {summary['metric'].upper() if summary['metric'] else '(no metric)'}: "
+        f"{e(rank_label)}. The highlighted row is the best.</p>"
+    )
+    out.append(
+        '<table class="results"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>"
+    )
     for row in summary["runs"]:
-        cells = [f'<td class="num">{row["rank"]}{" ★" if row["is_best"] else ""}</td>',
-                 f'<td title="{e(row["path"])}"><span class="swatch" style="background:{row["color"]}"></span>'
-                 f'{e(row["name"])}</td>',
-                 f"<td><code>{e(_diff_text(row))}</code></td>", f"<td>{e(str(row['status']))}</td>",
-                 f'<td class="num">{row["steps"]:,}</td>', f'<td class="num">{row["images_seen"]:,}</td>',
-                 f'<td class="num">{e(fmt_duration(row["elapsed_s"]))}</td>',
-                 f'<td class="num">{row["img_per_s"]:.0f}</td>' if row["img_per_s"] else '<td class="num">—</td>']
+        cells = [
+            f'<td class="num">{row["rank"]}{" ★" if row["is_best"] else ""}</td>',
+            f'<td title="{e(row["path"])}"><span class="swatch" style="background:{row["color"]}"></span>'
+            f"{e(row['name'])}</td>",
+            f"<td><code>{e(_diff_text(row))}</code></td>",
+            f"<td>{e(str(row['status']))}</td>",
+            f'<td class="num">{row["steps"]:,}</td>',
+            f'<td class="num">{row["images_seen"]:,}</td>',
+            f'<td class="num">{e(fmt_duration(row["elapsed_s"]))}</td>',
+            f'<td class="num">{row["img_per_s"]:.0f}</td>' if row["img_per_s"] else '<td class="num">—</td>',
+        ]
         for _, kind in mcols:
             text, value = _cell(row, kind, summary)
             attr = f' data-value="{value!r}"' if value is not None else ""
@@ -134,15 +162,23 @@ def render_html(summary: dict[str, Any], images: dict[str, Path], grids: dict[st
     in_order = sorted(summary["runs"], key=lambda r: r["index"])
     out.append("<h2>Config differences</h2>")
     if summary["diff_keys"]:
-        out.append('<table class="config"><thead><tr><th>key</th>'
-                   + "".join(f"<th>{e(r['name'])}</th>" for r in in_order) + "</tr></thead><tbody>")
+        out.append(
+            '<table class="config"><thead><tr><th>key</th>'
+            + "".join(f"<th>{e(r['name'])}</th>" for r in in_order)
+            + "</tr></thead><tbody>"
+        )
         for k in summary["diff_keys"]:
             vals = []
             for r in in_order:
                 d = r["diff_from_baseline"].get(k)
                 # A run without a diff on k has the baseline's value, which any diff on k records.
-                v = d["value"] if d else next((x["diff_from_baseline"][k]["baseline"] for x in in_order
-                                               if k in x["diff_from_baseline"]), None)
+                v = (
+                    d["value"]
+                    if d
+                    else next(
+                        (x["diff_from_baseline"][k]["baseline"] for x in in_order if k in x["diff_from_baseline"]), None
+                    )
+                )
                 vals.append(f'<td class="changed">{e(_fmt_cfg(v))}</td>' if d else f"<td>{e(_fmt_cfg(v))}</td>")
             out.append(f"<tr><td><code>{e(k)}</code></td>" + "".join(vals) + "</tr>")
         out.append("</tbody></table>")
@@ -151,23 +187,28 @@ def render_html(summary: dict[str, Any], images: dict[str, Path], grids: dict[st
 
     # ---- Plots and grids ------------------------------------------------------------------
     if "losses" in images:
-        out.append("<h2>Losses</h2>"
-                   f'<img class="plot" alt="D and G losses" src="{_data_uri(images["losses"])}">')
+        out.append(f'<h2>Losses</h2><img class="plot" alt="D and G losses" src="{_data_uri(images["losses"])}">')
     out.append("<h2>Metrics</h2>")
     if "metrics" in images:
         out.append(f'<img class="plot" alt="metric curves" src="{_data_uri(images["metrics"])}">')
     else:
         out.append("<p>No metric curves: no eval records in log.jsonl (train with <code>--eval-every N</code>).</p>")
-    out.append("<h2>Final fixed-noise samples</h2><p class=\"muted\">The same noise for every run "
-               "(the EMA generator where train.ema &gt; 0).</p><div class=\"grids\">")
+    out.append(
+        '<h2>Final fixed-noise samples</h2><p class="muted">The same noise for every run '
+        '(the EMA generator where train.ema &gt; 0).</p><div class="grids">'
+    )
     for row in summary["runs"]:
         g = grids.get(row["name"])
         cls = ' class="best"' if row["is_best"] else ""
         if g is None:
-            out.append(f"<figure{cls}><p class=\"muted\">no samples</p><figcaption>{e(row['name'])}</figcaption></figure>")
+            out.append(
+                f'<figure{cls}><p class="muted">no samples</p><figcaption>{e(row["name"])}</figcaption></figure>'
+            )
             continue
-        out.append(f'<figure{cls}><img alt="samples of {e(row["name"])}" src="{_data_uri(g)}">'
-                   f"<figcaption>{row['rank']}. {e(row['name'])} (step {row['grid_step']:,})</figcaption></figure>")
+        out.append(
+            f'<figure{cls}><img alt="samples of {e(row["name"])}" src="{_data_uri(g)}">'
+            f"<figcaption>{row['rank']}. {e(row['name'])} (step {row['grid_step']:,})</figcaption></figure>"
+        )
     out.append("</div></body></html>")
     return "\n".join(out) + "\n"
 
@@ -179,24 +220,36 @@ def _md(s: str) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     """summary.md: the results table (and warnings) for docs/."""
     k = summary["metric"]
-    lines = [f"# {summary['title'] or 'Run comparison'}", "",
-             f"{len(summary['runs'])} runs compared with `fakefacegen compare` on {summary['created']}; "
-             f"baseline: `{summary['baseline']}`."]
+    lines = [
+        f"# {summary['title'] or 'Run comparison'}",
+        "",
+        f"{len(summary['runs'])} runs compared with `fakefacegen compare` on {summary['created']}; "
+        f"baseline: `{summary['baseline']}`.",
+    ]
     if k:
-        lines.append(f"Ranked by {k.upper()} ({summary['sort']}, lower is better)"
-                     + (f"; best: **{summary['winner']}**." if summary["winner"] else "."))
+        lines.append(
+            f"Ranked by {k.upper()} ({summary['sort']}, lower is better)"
+            + (f"; best: **{summary['winner']}**." if summary["winner"] else ".")
+        )
     lines.append("")
     if summary["warnings"]:
         lines += ["Notes:", ""] + [f"- {_md(w)}" for w in summary["warnings"]] + [""]
     heads = ["rank", "run", "config diff", "images seen", "wall-clock"]
     cols = _columns(summary)
     heads += [h for h, _ in cols]
-    lines += ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" if i in (0, 3) or i > 4 else "---"
-                                                             for i in range(len(heads))) + "|"]
+    lines += [
+        "| " + " | ".join(heads) + " |",
+        "|" + "|".join("---:" if i in (0, 3) or i > 4 else "---" for i in range(len(heads))) + "|",
+    ]
     for row in summary["runs"]:
         name = f"**{row['name']}**" if row["is_best"] else f"`{row['name']}`"
-        cells = [str(row["rank"]), name, _md(_diff_text(row)), f"{row['images_seen']:,}",
-                 fmt_duration(row["elapsed_s"])]
+        cells = [
+            str(row["rank"]),
+            name,
+            _md(_diff_text(row)),
+            f"{row['images_seen']:,}",
+            fmt_duration(row["elapsed_s"]),
+        ]
         for _, kind in cols:
             text = _cell(row, kind, summary)[0]
             cells.append(f"**{_md(text)}**" if row["is_best"] and text != "—" else _md(text))

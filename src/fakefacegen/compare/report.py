@@ -14,14 +14,13 @@ from .runs import CompareError, load_run, run_names
 from .stats import summarize
 
 
-
-
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
-def compare_runs(paths: list[str | Path], out: str | Path, *, metric: str = "auto", sort: str = "auto",
-                 title: str | None = None) -> dict[str, Any]:
+def compare_runs(
+    paths: list[str | Path], out: str | Path, *, metric: str = "auto", sort: str = "auto", title: str | None = None
+) -> dict[str, Any]:
     """Read the runs, write ``out/index.html``, ``summary.json``, ``summary.md`` and the PNGs; return the summary."""
     if not paths:
         raise CompareError("compare needs at least one run directory (none given)")
@@ -53,8 +52,12 @@ def compare_runs(paths: list[str | Path], out: str | Path, *, metric: str = "aut
             shutil.copyfile(r.grid, dst)
             grids[r.name] = dst
             row["grid"] = dst.name
-    if (p := side_by_side([(f"#{row['rank']} {row['name']}", grids[row["name"]])
-                            for row in summary["runs"] if row["name"] in grids], out / "grids.png")) is not None:
+    if (
+        p := side_by_side(
+            [(f"#{row['rank']} {row['name']}", grids[row["name"]]) for row in summary["runs"] if row["name"] in grids],
+            out / "grids.png",
+        )
+    ) is not None:
         images["grids"] = p
     summary["images"] = {k: v.name for k, v in images.items()}
 
@@ -62,5 +65,3 @@ def compare_runs(paths: list[str | Path], out: str | Path, *, metric: str = "aut
     (out / "summary.md").write_text(render_markdown(summary), encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
-
-

@@ -10,8 +10,7 @@ from .runs import METRICS, CompareError, Run, flatten, metric_std, metric_value
 
 SORTS = ("auto", "final", "best", "evaluate")
 # Matplotlib's tab10: the same colour for a run in every plot and in the table.
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-          "#bcbd22", "#17becf")
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def _interp(x: float, xs: list[float], ys: list[float]) -> float | None:
@@ -39,8 +38,15 @@ def metric_curve(run: Run, key: str) -> list[dict[str, Any]]:
         v = metric_value(r.get(key))
         if v is None:
             continue
-        out.append({"step": int(r["step"]), "images_seen": r.get("images_seen"),
-                    "elapsed_s": _interp(float(r["step"]), xs, ys), "value": v, "std": metric_std(r, key)})
+        out.append(
+            {
+                "step": int(r["step"]),
+                "images_seen": r.get("images_seen"),
+                "elapsed_s": _interp(float(r["step"]), xs, ys),
+                "value": v,
+                "std": metric_std(r, key),
+            }
+        )
     return out
 
 
@@ -105,8 +111,11 @@ def summarize(runs: list[Run], metric: str = "auto", sort: str = "auto") -> dict
     rows = []
     for i, r in enumerate(runs):
         flat = flatten(r.config)
-        diff = {k: {"baseline": base.get(k), "value": flat.get(k)}
-                for k in sorted(set(base) | set(flat)) if base.get(k) != flat.get(k)}
+        diff = {
+            k: {"baseline": base.get(k), "value": flat.get(k)}
+            for k in sorted(set(base) | set(flat))
+            if base.get(k) != flat.get(k)
+        }
         final, best = _final_and_best(r, metrics)
         evf = _main_eval_file(r, key) if key else None
         if key is None:
@@ -118,16 +127,30 @@ def summarize(runs: list[Run], metric: str = "auto", sort: str = "auto") -> dict
         else:
             rank_value = evf[key] if evf else None
         el = r.elapsed_s
-        rows.append({
-            "name": r.name, "path": str(r.path), "index": i, "color": COLORS[i % len(COLORS)],
-            "status": r.status.get("status", "unknown"), "diff": {k: v["value"] for k, v in diff.items()},
-            "diff_from_baseline": diff, "steps": r.steps, "images_seen": r.images_seen,
-            "batch_size": flat.get("train.batch_size"), "elapsed_s": el,
-            "img_per_s": (r.images_seen / el) if el else None,
-            "eval_n": flat.get("eval.n"), "final": final, "best": best, "evaluate": r.eval_files,
-            "evaluate_main": evf, "rank_value": rank_value,
-            "grid_step": r.grid_step, "grid": None,
-        })
+        rows.append(
+            {
+                "name": r.name,
+                "path": str(r.path),
+                "index": i,
+                "color": COLORS[i % len(COLORS)],
+                "status": r.status.get("status", "unknown"),
+                "diff": {k: v["value"] for k, v in diff.items()},
+                "diff_from_baseline": diff,
+                "steps": r.steps,
+                "images_seen": r.images_seen,
+                "batch_size": flat.get("train.batch_size"),
+                "elapsed_s": el,
+                "img_per_s": (r.images_seen / el) if el else None,
+                "eval_n": flat.get("eval.n"),
+                "final": final,
+                "best": best,
+                "evaluate": r.eval_files,
+                "evaluate_main": evf,
+                "rank_value": rank_value,
+                "grid_step": r.grid_step,
+                "grid": None,
+            }
+        )
     # Lower FID/KID is better; runs without the metric go last, in the order given.
     order = sorted(rows, key=lambda row: (row["rank_value"] is None, row["rank_value"] or 0.0, row["index"]))
     valued = [row["rank_value"] for row in order if row["rank_value"] is not None]
@@ -137,11 +160,16 @@ def summarize(runs: list[Run], metric: str = "auto", sort: str = "auto") -> dict
         row["is_best"] = best_value is not None and row["rank_value"] == best_value
 
     summary = {
-        "title": None, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "metric": key, "metrics": metrics,
-        "sort": sort, "baseline": runs[0].name,
+        "title": None,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "metric": key,
+        "metrics": metrics,
+        "sort": sort,
+        "baseline": runs[0].name,
         "winner": next((row["name"] for row in order if row["is_best"]), None),
         "budgets_differ": len({r.images_seen for r in runs}) > 1,
-        "warnings": _warnings(runs, rows, key, sort), "runs": order,
+        "warnings": _warnings(runs, rows, key, sort),
+        "runs": order,
         "diff_keys": sorted({k for row in rows for k in row["diff"]}),
     }
     return summary
@@ -154,8 +182,10 @@ def _warnings(runs: list[Run], rows: list[dict[str, Any]], key: str | None, sort
     seen = {r.name: r.images_seen for r in runs}
     if len(set(seen.values())) > 1:
         lo, hi = min(seen, key=seen.get), max(seen, key=seen.get)
-        w.append(f"Budgets differ: images seen range from {seen[lo]:,} ({lo}) to {seen[hi]:,} ({hi}); "
-                 f"final values are not at equal compute: read the curves at equal steps/time.")
+        w.append(
+            f"Budgets differ: images seen range from {seen[lo]:,} ({lo}) to {seen[hi]:,} ({hi}); "
+            f"final values are not at equal compute: read the curves at equal steps/time."
+        )
     flats = [flatten(r.config) for r in runs]
 
     def differs(k: str) -> bool:
@@ -168,13 +198,17 @@ def _warnings(runs: list[Run], rows: list[dict[str, Any]], key: str | None, sort
     if key and sort != "evaluate":
         ns = {row["eval_n"] for row in rows if row["final"]}
         if len(ns) > 1:
-            w.append(f"{key.upper()} was computed with different eval.n ({', '.join(map(str, sorted(ns)))}): "
-                     f"small N biases FID upward, so the values are not comparable.")
+            w.append(
+                f"{key.upper()} was computed with different eval.n ({', '.join(map(str, sorted(ns)))}): "
+                f"small N biases FID upward, so the values are not comparable."
+            )
     if key and sort == "evaluate":
         ns = {(row["evaluate_main"] or {}).get("n") for row in rows}
         if len(ns) > 1:
-            w.append(f"The eval-*.json files used for ranking were computed with different numbers of images "
-                     f"({', '.join(str(n) for n in ns)}): the values are not comparable.")
+            w.append(
+                f"The eval-*.json files used for ranking were computed with different numbers of images "
+                f"({', '.join(str(n) for n in ns)}): the values are not comparable."
+            )
     if differs("train.loss"):
         w.append("train.loss differs: D/G loss values are on different scales; compare the metric, not the losses.")
     for r in runs:
@@ -182,8 +216,10 @@ def _warnings(runs: list[Run], rows: list[dict[str, Any]], key: str | None, sort
         if st and st != "complete":
             w.append(f"{r.name} is {st} (run.json): its numbers may not be final.")
     if key is None:
-        w.append("No FID/KID recorded in any run: train with --eval-every N, or write "
-                 "`fakefacegen evaluate RUN --data DATA --out RUN/eval-10k.json`.")
+        w.append(
+            "No FID/KID recorded in any run: train with --eval-every N, or write "
+            "`fakefacegen evaluate RUN --data DATA --out RUN/eval-10k.json`."
+        )
     else:
         missing = [row["name"] for row in rows if row["rank_value"] is None]
         if missing:

@@ -27,5 +27,7 @@ def need_extra() -> None:
         except ImportError:
             missing.append(mod)
     if missing:
-        raise DemoError(f"fakefacegen demo needs the 'demo' extra ({', '.join(missing)} not installed): "
-                        f"pip install 'fakefacegen[demo]'")
+        raise DemoError(
+            f"fakefacegen demo needs the 'demo' extra ({', '.join(missing)} not installed): "
+            f"pip install 'fakefacegen[demo]'"
+        )

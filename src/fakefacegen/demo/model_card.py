@@ -31,8 +31,12 @@ def _fid_from_log(run: RunDir, step: int | None) -> dict[str, Any] | None:
         best = rec
     if best is None:
         return None
-    return {"fid": float(best["fid"]), "fid_n": best.get("n"), "fid_step": best.get("step"),
-            "fid_source": f"{run.log.name} of {run.path.name}"}
+    return {
+        "fid": float(best["fid"]),
+        "fid_n": best.get("n"),
+        "fid_step": best.get("step"),
+        "fid_source": f"{run.log.name} of {run.path.name}",
+    }
 
 
 # "FID: 23.4", "FID = 23.4", "| FID (10k) | 23.4 |", "**FID** 23.4": the number right after the label,
@@ -54,8 +58,12 @@ def _card(path: Path) -> dict[str, Any]:
                 if "fid" in out:
                     out["fid_source"] = cand.name
                 return out
-    for cand in (path.with_suffix(".md"), path.parent / "model-card.md", path.parent / "MODEL_CARD.md",
-                 path.parent / "README.md"):
+    for cand in (
+        path.with_suffix(".md"),
+        path.parent / "model-card.md",
+        path.parent / "MODEL_CARD.md",
+        path.parent / "README.md",
+    ):
         if cand.is_file():
             try:
                 m = _FID_RE.search(cand.read_text(errors="replace"))
@@ -74,9 +82,17 @@ def describe_model(G: LoadedGenerator) -> dict[str, Any]:
     bundled = path.resolve() == bundled_model_path().resolve()
     name = meta.get("name") or (run.path.name if run else path.stem)
     info: dict[str, Any] = {
-        "name": name, "source": str(path), "bundled": bundled, "resolution": G.resolution, "z_dim": G.z_dim,
-        "step": meta.get("step"), "images_seen": meta.get("images_seen"), "ema": meta.get("ema"),
-        "fid": meta.get("fid"), "fid_n": meta.get("fid_n"), "fid_step": None,
+        "name": name,
+        "source": str(path),
+        "bundled": bundled,
+        "resolution": G.resolution,
+        "z_dim": G.z_dim,
+        "step": meta.get("step"),
+        "images_seen": meta.get("images_seen"),
+        "ema": meta.get("ema"),
+        "fid": meta.get("fid"),
+        "fid_n": meta.get("fid_n"),
+        "fid_step": None,
         "fid_source": "model metadata" if meta.get("fid") is not None else None,
     }
     card = _card(path)
@@ -89,6 +105,12 @@ def describe_model(G: LoadedGenerator) -> dict[str, Any]:
         info["params"] = sum(p.numel() for p in G.net.parameters())
     except Exception:  # pragma: no cover - any nn.Module has parameters()
         info["params"] = None
-    info["limits"] = {"max_grid": MAX_GRID, "truncation": list(TRUNCATION_RANGE), "max_frames": MAX_FRAMES,
-                      "max_scale": MAX_SCALE, "max_side": MAX_SIDE, "seed_max": SEED_MAX}
+    info["limits"] = {
+        "max_grid": MAX_GRID,
+        "truncation": list(TRUNCATION_RANGE),
+        "max_frames": MAX_FRAMES,
+        "max_scale": MAX_SCALE,
+        "max_side": MAX_SIDE,
+        "seed_max": SEED_MAX,
+    }
     return info

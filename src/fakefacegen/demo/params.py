@@ -46,8 +46,9 @@ class Params:
         q = request.query_params
         for key in q.keys():
             if key not in allowed:
-                raise BadRequest(f"unknown parameter {key!r} for {request.url.path} "
-                                 f"(allowed: {', '.join(sorted(allowed))})")
+                raise BadRequest(
+                    f"unknown parameter {key!r} for {request.url.path} (allowed: {', '.join(sorted(allowed))})"
+                )
             if len(q.getlist(key)) > 1:
                 raise BadRequest(f"parameter {key!r} is given more than once")
         self.q = q
@@ -92,8 +93,10 @@ class Params:
             raise BadRequest(f"missing parameter {name!r} (a face as SEED:INDEX, e.g. {name}=42:3)")
         m = re.fullmatch(r"\s*(\d{1,10}):(\d{1,10})\s*", raw)
         if not m or int(m.group(1)) > SEED_MAX or int(m.group(2)) > INDEX_MAX:
-            raise BadRequest(f"{name} must be a face as SEED:INDEX with SEED 0..{SEED_MAX} and INDEX "
-                             f"0..{INDEX_MAX}, got {raw[:40]!r}")
+            raise BadRequest(
+                f"{name} must be a face as SEED:INDEX with SEED 0..{SEED_MAX} and INDEX "
+                f"0..{INDEX_MAX}, got {raw[:40]!r}"
+            )
         return FaceId(int(m.group(1)), int(m.group(2)))
 
 

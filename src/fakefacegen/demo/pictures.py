@@ -16,7 +16,7 @@ from ..generate import LoadedGenerator, noise
 from ..images import make_grid
 from .params import FaceId
 
-PNG_LEVEL = 3    # zlib level: level 9 is ~3x slower for a few % smaller PNGs, a poor trade for a local page
+PNG_LEVEL = 3  # zlib level: level 9 is ~3x slower for a few % smaller PNGs, a poor trade for a local page
 
 
 def upscale(images: np.ndarray, scale: int) -> np.ndarray:
@@ -24,8 +24,9 @@ def upscale(images: np.ndarray, scale: int) -> np.ndarray:
     if scale == 1:
         return images
     h, w = images.shape[1:3]
-    return np.stack([np.asarray(Image.fromarray(a).resize((w * scale, h * scale), Image.Resampling.LANCZOS))
-                     for a in images])
+    return np.stack(
+        [np.asarray(Image.fromarray(a).resize((w * scale, h * scale), Image.Resampling.LANCZOS)) for a in images]
+    )
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -39,8 +40,16 @@ def encode_gif(frames: np.ndarray, fps: float) -> bytes:
     """uint8 (F, H, W, 3) -> an endlessly looping animated GIF (same settings as ``interpolate``)."""
     ims = [Image.fromarray(f) for f in frames]
     buf = io.BytesIO()
-    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=max(1, round(1000 / fps)),
-                loop=0, optimize=False, disposal=1)
+    ims[0].save(
+        buf,
+        format="GIF",
+        save_all=True,
+        append_images=ims[1:],
+        duration=max(1, round(1000 / fps)),
+        loop=0,
+        optimize=False,
+        disposal=1,
+    )
     return buf.getvalue()
 
 
@@ -57,8 +66,7 @@ def walk_noise(z_dim: int, a: FaceId, b: FaceId, frames: int, truncation: float 
     return slerp(za, zb, torch.linspace(0, 1, frames, dtype=torch.float64)).to(torch.float32)
 
 
-def grid_png(G: LoadedGenerator, seed: int, n: int, truncation: float | None, cols: int, pad: int,
-             scale: int) -> bytes:
+def grid_png(G: LoadedGenerator, seed: int, n: int, truncation: float | None, cols: int, pad: int, scale: int) -> bytes:
     """The ``n`` faces of ``seed`` as one PNG grid (``cols`` wide, ``pad`` pixels apart before scaling)."""
     imgs = G.synthesize(noise(n, G.z_dim, seed, truncation=truncation))
     return encode_png(make_grid(upscale(imgs, scale), nrow=cols, pad=pad * scale))
@@ -71,8 +79,16 @@ def face_pngs(G: LoadedGenerator, items: list[tuple[FaceId, float | None, int]])
     return [encode_png(upscale(img[None], scale)[0]) for img, (_, _, scale) in zip(imgs, items)]
 
 
-def walk_image(G: LoadedGenerator, a: FaceId, b: FaceId, frames: int, truncation: float | None, scale: int,
-               fmt: str, fps: float = 12.0) -> bytes:
+def walk_image(
+    G: LoadedGenerator,
+    a: FaceId,
+    b: FaceId,
+    frames: int,
+    truncation: float | None,
+    scale: int,
+    fmt: str,
+    fps: float = 12.0,
+) -> bytes:
     """The walk a -> b as a PNG strip (``fmt="png"``) or a looping GIF at ``fps``."""
     imgs = upscale(G.synthesize(walk_noise(G.z_dim, a, b, frames, truncation)), scale)
     if fmt == "png":

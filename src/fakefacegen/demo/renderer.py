@@ -56,8 +56,9 @@ class Busy(HTTPException):
     """A 503: ``max_pending`` renders are already waiting (the client retries after a second)."""
 
     def __init__(self, pending: int):
-        super().__init__(503, f"server busy: {pending} renders already waiting; retry in a moment",
-                         headers={"Retry-After": "1"})
+        super().__init__(
+            503, f"server busy: {pending} renders already waiting; retry in a moment", headers={"Retry-After": "1"}
+        )
 
 
 class Renderer:
@@ -101,6 +102,7 @@ class Renderer:
     async def get_face(self, key: str, face: FaceId, truncation: float | None, scale: int) -> bytes:
         """Like :meth:`get` for single faces, but faces waiting at the same time share one forward pass:
         on CPU a batch of 16 costs about 6 single faces."""
+
         def start() -> asyncio.Future:
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
@@ -117,10 +119,11 @@ class Renderer:
         try:
             while self._faces:
                 await asyncio.sleep(0)  # requests that arrived in this loop tick join the batch
-                batch, self._faces = self._faces[:self.max_face_batch], self._faces[self.max_face_batch:]
+                batch, self._faces = self._faces[: self.max_face_batch], self._faces[self.max_face_batch :]
                 try:
-                    out = await loop.run_in_executor(self.executor, self._run,
-                                                     lambda b=batch: self.faces([x[:3] for x in b]))
+                    out = await loop.run_in_executor(
+                        self.executor, self._run, lambda b=batch: self.faces([x[:3] for x in b])
+                    )
                 except Exception as e:  # every waiter gets the failure, none hangs
                     for *_, fut in batch:
                         if not fut.done():
@@ -152,8 +155,9 @@ class Renderer:
         """PNGs of several faces (each with its own truncation and scale) from one forward pass."""
         return face_pngs(self.G, items)
 
-    def walk(self, a: FaceId, b: FaceId, frames: int, truncation: float | None, scale: int,
-             fmt: str, fps: float = 12.0) -> bytes:
+    def walk(
+        self, a: FaceId, b: FaceId, frames: int, truncation: float | None, scale: int, fmt: str, fps: float = 12.0
+    ) -> bytes:
         return walk_image(self.G, a, b, frames, truncation, scale, fmt, fps)
 
 

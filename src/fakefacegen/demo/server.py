@@ -62,13 +62,28 @@ __all__ = ["BackgroundServer", "LRUBytes", "bind", "create_app", "describe_model
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The page may load nothing from elsewhere: every script, style and image comes from this server.
-CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-async def _image(request: Request, renderer: Renderer, key: str, fn: Callable[[], bytes] | None, media: str,
-                 filename: str, face: tuple[FaceId, float | None, int] | None = None) -> Response:
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+async def _image(
+    request: Request,
+    renderer: Renderer,
+    key: str,
+    fn: Callable[[], bytes] | None,
+    media: str,
+    filename: str,
+    face: tuple[FaceId, float | None, int] | None = None,
+) -> Response:
     etag = renderer.etag(key)
-    headers = {"ETag": etag, "Cache-Control": "no-cache", "Content-Disposition": f'inline; filename="{filename}"',
-               "X-Content-Type-Options": "nosniff"}
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "no-cache",
+        "Content-Disposition": f'inline; filename="{filename}"',
+        "X-Content-Type-Options": "nosniff",
+    }
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     body = await (renderer.get_face(key, *face) if face is not None else renderer.get(key, fn))
@@ -83,9 +98,11 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
     R = G.resolution
 
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8",
-                            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache",
-                                     "X-Content-Type-Options": "nosniff"})
+        return FileResponse(
+            STATIC / "index.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
 
     async def model(request: Request) -> Response:
         Params(request, set())
@@ -100,8 +117,14 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
         rows = math.ceil(n / cols)
         check_size(rows * (R + pad) * scale + pad * scale, cols * (R + pad) * scale + pad * scale, "the grid")
         key = f"grid|{seed}|{n}|{t}|{cols}|{pad}|{scale}"
-        return await _image(request, renderer, key, lambda: renderer.grid(seed, n, t, cols, pad, scale),
-                            "image/png", f"faces-seed{seed}.png")
+        return await _image(
+            request,
+            renderer,
+            key,
+            lambda: renderer.grid(seed, n, t, cols, pad, scale),
+            "image/png",
+            f"faces-seed{seed}.png",
+        )
 
     async def face(request: Request) -> Response:
         p = Params(request, {"seed", "index", "truncation", "scale"})
@@ -109,8 +132,9 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
         t, scale = p.truncation(), p.int("scale", 1, 1, MAX_SCALE)
         check_size(R * scale, R * scale, "the face")
         key = f"face|{f}|{t}|{scale}"
-        return await _image(request, renderer, key, None, "image/png", f"seed{f.seed}-{f.index:05d}.png",
-                            face=(f, t, scale))
+        return await _image(
+            request, renderer, key, None, "image/png", f"seed{f.seed}-{f.index:05d}.png", face=(f, t, scale)
+        )
 
     def walk(fmt: str) -> Callable:
         allowed = {"a", "b", "frames", "truncation", "scale"} | ({"fps"} if fmt == "gif" else set())
@@ -124,15 +148,24 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
             w = (frames * (R + 2) + 2) * scale if fmt == "png" else R * scale
             check_size(R * scale + 4 * scale, w, "the walk")
             key = f"walk|{fmt}|{a}|{b}|{frames}|{t}|{scale}|{fps}"
-            return await _image(request, renderer, key, lambda: renderer.walk(a, b, frames, t, scale, fmt, fps),
-                                f"image/{fmt}", f"walk-{a.seed}-{a.index}-{b.seed}-{b.index}.{fmt}")
+            return await _image(
+                request,
+                renderer,
+                key,
+                lambda: renderer.walk(a, b, frames, t, scale, fmt, fps),
+                f"image/{fmt}",
+                f"walk-{a.seed}-{a.index}-{b.seed}-{b.index}.{fmt}",
+            )
+
         return route
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             status = exc.status_code
-            msg = {404: f"no such page: {request.url.path}",
-                   405: f"method {request.method} is not allowed for {request.url.path}; use GET"}.get(status, exc.detail)
+            msg = {
+                404: f"no such page: {request.url.path}",
+                405: f"method {request.method} is not allowed for {request.url.path}; use GET",
+            }.get(status, exc.detail)
             headers = dict(exc.headers or {})
         else:
             status, msg, headers = 500, f"internal error while serving {request.url.path}: {type(exc).__name__}", {}
@@ -153,8 +186,9 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
         Route("/api/walk.gif", walk("gif")),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: http_error},
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, Exception: http_error}, lifespan=lifespan
+    )
     app.state.renderer = renderer
     app.state.info = info
     return app
@@ -187,8 +221,14 @@ def _server(app: Starlette, log_level: str = "warning", access_log: bool = False
 
     # limit_concurrency: past this many open connections + tasks uvicorn answers 503 instead of
     # queueing more (memory stays bounded even under a flood of slow clients)
-    cfg = uvicorn.Config(app, log_level=log_level, access_log=access_log, limit_concurrency=512,
-                         timeout_graceful_shutdown=2, lifespan="on")
+    cfg = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=access_log,
+        limit_concurrency=512,
+        timeout_graceful_shutdown=2,
+        lifespan="on",
+    )
     return uvicorn.Server(cfg)
 
 
@@ -204,10 +244,11 @@ class BackgroundServer:
         self.sock = bind(host, port)
         self.url = url_of(self.sock)
         self.server = _server(app)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
-                                       name="fakefacegen-demo")
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True, name="fakefacegen-demo"
+        )
 
-    def start(self, timeout: float = 30.0) -> "BackgroundServer":
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
         self.thread.start()
         t0 = time.monotonic()
         while not self.server.started:
@@ -221,7 +262,7 @@ class BackgroundServer:
         self.thread.join(timeout=10)
         self.sock.close()
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

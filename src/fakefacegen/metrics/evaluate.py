@@ -44,15 +44,26 @@ def _normalize_metrics(metrics: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _real_features(source: Source, extractor: FeatureExtractor, *, cache: bool | str | os.PathLike,
-                   real_cache_key: str | None, progress: bool) -> tuple[np.ndarray, str]:
+def _real_features(
+    source: Source,
+    extractor: FeatureExtractor,
+    *,
+    cache: bool | str | os.PathLike,
+    real_cache_key: str | None,
+    progress: bool,
+) -> tuple[np.ndarray, str]:
     """Features of the real set, from the cache when possible; returns (features, cache status)."""
     content = f"user:{real_cache_key}" if real_cache_key is not None else source.content_key
     if cache is False or content is None:
         return extractor(source.images, progress=progress), "off"
     root = None if cache is True else cache
-    fields = {"content": content, "n": source.count, "selection": source.describe.get("selection"),
-              "seed": source.describe.get("seed"), **extractor.protocol}
+    fields = {
+        "content": content,
+        "n": source.count,
+        "selection": source.describe.get("selection"),
+        "seed": source.describe.get("seed"),
+        **extractor.protocol,
+    }
     feats = stats_cache.load_features(fields, root, validate=source.validate)
     if feats is not None:
         return feats, "hit"
@@ -61,9 +72,19 @@ def _real_features(source: Source, extractor: FeatureExtractor, *, cache: bool |
     return feats, ("miss" if saved else "miss (not writable)")
 
 
-def _scores(real: np.ndarray, fake: np.ndarray, fake_logits: np.ndarray | None, metrics: list[str], *,
-            real_stats: tuple[np.ndarray, np.ndarray] | None = None, kid_subsets: int, kid_subset_size: int,
-            seed: int, pr_k: int, is_splits: int) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+def _scores(
+    real: np.ndarray,
+    fake: np.ndarray,
+    fake_logits: np.ndarray | None,
+    metrics: list[str],
+    *,
+    real_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    kid_subsets: int,
+    kid_subset_size: int,
+    seed: int,
+    pr_k: int,
+    is_splits: int,
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Compute ``metrics``; returns (values, per-metric protocol, notes)."""
     values: dict[str, Any] = {}
     proto: dict[str, Any] = {}
@@ -79,8 +100,13 @@ def _scores(real: np.ndarray, fake: np.ndarray, fake_logits: np.ndarray | None, 
     if "kid" in metrics:
         m = min(kid_subset_size, len(real), len(fake))
         values["kid"], values["kid_std"] = kid_from_features(real, fake, kid_subsets, kid_subset_size, seed)
-        proto["kid"] = {"kernel": "(x.y/d + 1)^3", "estimator": "unbiased MMD^2", "subsets": kid_subsets,
-                        "subset_size": m, "seed": seed}
+        proto["kid"] = {
+            "kernel": "(x.y/d + 1)^3",
+            "estimator": "unbiased MMD^2",
+            "subsets": kid_subsets,
+            "subset_size": m,
+            "seed": seed,
+        }
     if "pr" in metrics:
         values["precision"], values["recall"] = precision_recall(real, fake, k=pr_k)
         proto["pr"] = {"method": "k-NN manifolds (Kynkaanniemi et al. 2019)", "k": pr_k}
@@ -95,8 +121,9 @@ def _scores(real: np.ndarray, fake: np.ndarray, fake_logits: np.ndarray | None, 
     return values, proto, notes
 
 
-def _protocol(extractor: FeatureExtractor, real: Source, fake: Source, metric_proto: dict[str, Any],
-              cache_status: str) -> dict[str, Any]:
+def _protocol(
+    extractor: FeatureExtractor, real: Source, fake: Source, metric_proto: dict[str, Any], cache_status: str
+) -> dict[str, Any]:
     return {
         "package": "fakefacegen",
         "version": __version__,
@@ -117,12 +144,27 @@ def _protocol(extractor: FeatureExtractor, real: Source, fake: Source, metric_pr
     }
 
 
-def evaluate_images(real: Any, fake: Any, metrics: str | Sequence[str] = ("fid", "kid"), *,
-                    n: int | None = None, real_cache_key: str | None = None, inception: str | None = None,
-                    device: str | torch.device = "cpu", batch_size: int = 32, resize: str = "pytorch-fid",
-                    progress: bool = True, seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                    pr_k: int = 3, is_splits: int = 10, cache: bool | str | os.PathLike = True,
-                    model: torch.nn.Module | None = None, precision: str = "fp32") -> dict[str, Any]:
+def evaluate_images(
+    real: Any,
+    fake: Any,
+    metrics: str | Sequence[str] = ("fid", "kid"),
+    *,
+    n: int | None = None,
+    real_cache_key: str | None = None,
+    inception: str | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    resize: str = "pytorch-fid",
+    progress: bool = True,
+    seed: int = 0,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    pr_k: int = 3,
+    is_splits: int = 10,
+    cache: bool | str | os.PathLike = True,
+    model: torch.nn.Module | None = None,
+    precision: str = "fp32",
+) -> dict[str, Any]:
     """Score ``fake`` images against ``real`` ones.
 
     ``real``/``fake``: a prepared dataset dir (``images.npy`` + ``manifest.json``), a folder of images,
@@ -138,16 +180,26 @@ def evaluate_images(real: Any, fake: Any, metrics: str | Sequence[str] = ("fid",
     """
     names = _normalize_metrics(metrics)
     t0 = time.perf_counter()
-    extractor = FeatureExtractor(model, inception=inception, device=device, batch_size=batch_size,
-                                 resize=resize, precision=precision)
+    extractor = FeatureExtractor(
+        model, inception=inception, device=device, batch_size=batch_size, resize=resize, precision=precision
+    )
     real_src = resolve_source(real, n, seed, role="real")
-    real_feats, status = _real_features(real_src, extractor, cache=cache, real_cache_key=real_cache_key,
-                                        progress=progress)
+    real_feats, status = _real_features(
+        real_src, extractor, cache=cache, real_cache_key=real_cache_key, progress=progress
+    )
     fake_src = resolve_source(fake, n, seed, role="fake")
     fake_feats, fake_logits = extractor.extract(fake_src.images, progress=progress)
-    values, metric_proto, notes = _scores(real_feats, fake_feats, fake_logits, names, kid_subsets=kid_subsets,
-                                          kid_subset_size=kid_subset_size, seed=seed, pr_k=pr_k,
-                                          is_splits=is_splits)
+    values, metric_proto, notes = _scores(
+        real_feats,
+        fake_feats,
+        fake_logits,
+        names,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+        pr_k=pr_k,
+        is_splits=is_splits,
+    )
     protocol = _protocol(extractor, real_src, fake_src, metric_proto, status)
     protocol["seconds"] = round(time.perf_counter() - t0, 2)
     return {**values, "n_real": real_src.count, "n_fake": fake_src.count, "notes": notes, "protocol": protocol}
@@ -156,8 +208,11 @@ def evaluate_images(real: Any, fake: Any, metrics: str | Sequence[str] = ("fid",
 def _call_sampler(sample_fn: Callable[..., Any]) -> Callable[[int, int], Any]:
     """Accept ``sample(n, seed)`` and also ``sample(n)`` (a sampler with its own fixed noise)."""
     try:
-        params = [p for p in inspect.signature(sample_fn).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+        params = [
+            p
+            for p in inspect.signature(sample_fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
     except (TypeError, ValueError):
         return sample_fn
     if len(params) == 1 and params[0].kind != params[0].VAR_POSITIONAL:
@@ -176,21 +231,36 @@ class TrainingEvaluator:
         device: where the Inception runs.
     """
 
-    def __init__(self, dataset_dir: Any, n: int, metric: str | Sequence[str] = "fid", inception: str | None = None,
-                 device: str | torch.device = "cpu", *, batch_size: int = 32, resize: str = "pytorch-fid",
-                 seed: int = 0, cache: bool | str | os.PathLike = True, model: torch.nn.Module | None = None,
-                 progress: bool = False, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        dataset_dir: Any,
+        n: int,
+        metric: str | Sequence[str] = "fid",
+        inception: str | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        batch_size: int = 32,
+        resize: str = "pytorch-fid",
+        seed: int = 0,
+        cache: bool | str | os.PathLike = True,
+        model: torch.nn.Module | None = None,
+        progress: bool = False,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        precision: str = "fp32",
+    ):
         self.metrics = _normalize_metrics(metric)
         self.n = int(n)
         self.seed = seed
         self.progress = progress
         self.kid = (kid_subsets, kid_subset_size)
-        self.extractor = FeatureExtractor(model, inception=inception, device=device, batch_size=batch_size,
-                                          resize=resize, precision=precision)
+        self.extractor = FeatureExtractor(
+            model, inception=inception, device=device, batch_size=batch_size, resize=resize, precision=precision
+        )
         self.real_source = resolve_source(dataset_dir, self.n, seed, role="real")
         self.real_features, self.cache_status = _real_features(
-            self.real_source, self.extractor, cache=cache, real_cache_key=None, progress=progress)
+            self.real_source, self.extractor, cache=cache, real_cache_key=None, progress=progress
+        )
         # FID's real mean/covariance once, not at every call.
         self.real_stats = feature_stats(self.real_features) if "fid" in self.metrics else None
 
@@ -201,8 +271,17 @@ class TrainingEvaluator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the small-N note is in the result; don't warn every eval
             values, metric_proto, notes = _scores(
-                self.real_features, fake_feats, fake_logits, self.metrics, real_stats=self.real_stats,
-                kid_subsets=self.kid[0], kid_subset_size=self.kid[1], seed=self.seed, pr_k=3, is_splits=10)
+                self.real_features,
+                fake_feats,
+                fake_logits,
+                self.metrics,
+                real_stats=self.real_stats,
+                kid_subsets=self.kid[0],
+                kid_subset_size=self.kid[1],
+                seed=self.seed,
+                pr_k=3,
+                is_splits=10,
+            )
         protocol = _protocol(self.extractor, self.real_source, fake_src, metric_proto, self.cache_status)
         return {**values, "n": self.n, "notes": notes, "protocol": protocol}
 

@@ -118,8 +118,9 @@ def preprocess(batch: np.ndarray, resize: str = "pytorch-fid", device: str | tor
         x = torch.from_numpy(batch).to(device)
         x = x.permute(0, 3, 1, 2).to(torch.float32) / 255.0
         if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
-            x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
-                              align_corners=False, antialias=False)
+            x = F.interpolate(
+                x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False, antialias=False
+            )
         return 2.0 * x - 1.0
     if resize == "clean":
         from PIL import Image
@@ -138,12 +139,12 @@ def _iter_batches(images: Any, chunk: int) -> Iterator[np.ndarray]:
     """Yield uint8 batches of at most ``chunk`` images from an array or an iterable of batches."""
     if isinstance(images, (np.ndarray, torch.Tensor)) or hasattr(images, "shape"):  # arrays, lazy row views
         for i in range(0, len(images), chunk):
-            yield np.array(images[i:i + chunk])  # reads a memmap slice by slice, into writable memory
+            yield np.array(images[i : i + chunk])  # reads a memmap slice by slice, into writable memory
         return
     for batch in images:
         batch = _as_uint8_rgb(batch)
         for i in range(0, len(batch), chunk):
-            yield batch[i:i + chunk]
+            yield batch[i : i + chunk]
 
 
 class FeatureExtractor:
@@ -163,9 +164,18 @@ class FeatureExtractor:
             batch (see :func:`auto_threads`), capped by torch's setting; restored afterwards.
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, *, inception: str | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 32, resize: str = "pytorch-fid",
-                 precision: str = "fp32", channels_last: bool = True, threads: int | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        *,
+        inception: str | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        resize: str = "pytorch-fid",
+        precision: str = "fp32",
+        channels_last: bool = True,
+        threads: int | None = None,
+    ):
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         if precision not in PRECISIONS:
@@ -246,8 +256,8 @@ class FeatureExtractor:
                     n_pending += len(batch)
                     while n_pending >= self.batch_size:
                         x = torch.cat(pending) if len(pending) > 1 else pending[0]
-                        flush(x[:self.batch_size])
-                        rest = x[self.batch_size:]
+                        flush(x[: self.batch_size])
+                        rest = x[self.batch_size :]
                         pending, n_pending = ([rest] if len(rest) else []), len(rest)
                 if n_pending:
                     flush(torch.cat(pending))
@@ -261,8 +271,13 @@ class FeatureExtractor:
             raise RuntimeError("the network returned logits for some batches only")
         return out, (np.concatenate(logits) if logits else None)
 
-    def __call__(self, images: Any, *, progress: bool = False, with_logits: bool = False,
-                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self,
+        images: Any,
+        *,
+        progress: bool = False,
+        with_logits: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Features (N, D) float64; with ``with_logits`` returns ``(features, logits)`` and raises
         :class:`LogitsUnavailableError` if the network has no logits."""
         if with_logits and self.weights_hash.startswith("sha1:"):
@@ -275,16 +290,25 @@ class FeatureExtractor:
         return feats
 
 
-def extract_features(images: Any, *, model: torch.nn.Module | None = None, batch_size: int = 32,
-                     device: str | torch.device = "cpu", resize: str = "pytorch-fid", progress: bool = False,
-                     with_logits: bool = False, precision: str = "fp32", inception: str | None = None,
-                     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def extract_features(
+    images: Any,
+    *,
+    model: torch.nn.Module | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    resize: str = "pytorch-fid",
+    progress: bool = False,
+    with_logits: bool = False,
+    precision: str = "fp32",
+    inception: str | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Inception pool3 features of uint8 RGB images, float64 (N, 2048).
 
     ``images``: uint8 (N, H, W, 3) array or memmap, or an iterable of such batches. ``model`` defaults
     to the verified FID Inception. With ``with_logits=True`` returns ``(features, logits)``; raises
     :class:`LogitsUnavailableError` if the network has no logits (the default weights have none).
     """
-    extractor = FeatureExtractor(model, inception=inception, device=device, batch_size=batch_size,
-                                 resize=resize, precision=precision)
+    extractor = FeatureExtractor(
+        model, inception=inception, device=device, batch_size=batch_size, resize=resize, precision=precision
+    )
     return extractor(images, progress=progress, with_logits=with_logits)

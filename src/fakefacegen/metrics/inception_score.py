@@ -11,8 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def inception_score(logits_or_probs: np.ndarray, splits: int = 10, *, from_logits: bool | None = None,
-                    ) -> tuple[float, float]:
+def inception_score(
+    logits_or_probs: np.ndarray,
+    splits: int = 10,
+    *,
+    from_logits: bool | None = None,
+) -> tuple[float, float]:
     """IS (mean, std over ``splits`` consecutive equal splits, ddof=0) of (N, C) logits or probabilities.
 
     ``from_logits=None`` guesses: rows that are non-negative and sum to 1 are taken as probabilities.

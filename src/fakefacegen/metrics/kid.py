@@ -19,15 +19,14 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 
 
-def _mmd2_unbiased(kxx_sum: float, kxx_diag: float, kyy_sum: float, kyy_diag: float, kxy_sum: float,
-                   m: int) -> float:
+def _mmd2_unbiased(kxx_sum: float, kxx_diag: float, kyy_sum: float, kyy_diag: float, kxy_sum: float, m: int) -> float:
     # Within-set terms drop the diagonal (i == j) pairs, which is what makes the estimate unbiased.
-    return ((kxx_sum - kxx_diag) / (m * (m - 1)) + (kyy_sum - kyy_diag) / (m * (m - 1))
-            - 2.0 * kxy_sum / (m * m))
+    return (kxx_sum - kxx_diag) / (m * (m - 1)) + (kyy_sum - kyy_diag) / (m * (m - 1)) - 2.0 * kxy_sum / (m * m)
 
 
-def kid_from_features(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                      seed: int = 0) -> tuple[float, float]:
+def kid_from_features(
+    f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID between (N1, D) and (N2, D) features: (mean, std) of MMD^2 over ``subsets`` subsets.
 
     Each subset draws ``m = min(subset_size, N1, N2)`` rows from each set without replacement with

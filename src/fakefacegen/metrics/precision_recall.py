@@ -26,9 +26,9 @@ def knn_radii(feats: np.ndarray, k: int = 3) -> np.ndarray:
     sq = (feats * feats).sum(axis=1)
     radii = np.empty(n)
     for s in range(0, n, _BLOCK):
-        d = _sq_dists(feats[s:s + _BLOCK], feats, sq)
+        d = _sq_dists(feats[s : s + _BLOCK], feats, sq)
         d[np.arange(len(d)), np.arange(s, s + len(d))] = np.inf  # exclude the point itself
-        radii[s:s + _BLOCK] = np.partition(d, k - 1, axis=1)[:, k - 1]
+        radii[s : s + _BLOCK] = np.partition(d, k - 1, axis=1)[:, k - 1]
     return radii
 
 
@@ -36,7 +36,7 @@ def _coverage(manifold: np.ndarray, radii: np.ndarray, queries: np.ndarray) -> f
     sq = (manifold * manifold).sum(axis=1)
     inside = 0
     for s in range(0, len(queries), _BLOCK):
-        d = _sq_dists(queries[s:s + _BLOCK], manifold, sq)
+        d = _sq_dists(queries[s : s + _BLOCK], manifold, sq)
         inside += int((d <= radii[None, :]).any(axis=1).sum())
     return inside / len(queries)
 

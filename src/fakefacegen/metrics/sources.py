@@ -41,7 +41,7 @@ def pixels_sha256(images: np.ndarray, chunk: int = 1024) -> str:
     """sha256 over the shape and the raw bytes of a uint8 image array (streamed for memmaps)."""
     h = hashlib.sha256(repr(tuple(images.shape)).encode())
     for i in range(0, len(images), chunk):
-        h.update(np.ascontiguousarray(images[i:i + chunk]).tobytes())
+        h.update(np.ascontiguousarray(images[i : i + chunk]).tobytes())
     return h.hexdigest()
 
 
@@ -98,11 +98,21 @@ def _dataset_source(root: Path, n: int | None, seed: int) -> Source:
         return check.get("pixels_sha256") == pixels_sha256(images)
 
     key = f"dataset:{content_hash}" if content_hash else f"pixels:{pixels_sha256(images)}"
-    source = Source("dataset", len(images), images,
-                    {"kind": "dataset", "path": str(root), "content_hash": content_hash,
-                     "size": manifest.get("size"), "selection": SELECTION if idx is not None else "all",
-                     "seed": seed if idx is not None else None},
-                    content_key=key, validate=validate)
+    source = Source(
+        "dataset",
+        len(images),
+        images,
+        {
+            "kind": "dataset",
+            "path": str(root),
+            "content_hash": content_hash,
+            "size": manifest.get("size"),
+            "selection": SELECTION if idx is not None else "all",
+            "seed": seed if idx is not None else None,
+        },
+        content_key=key,
+        validate=validate,
+    )
     # Computed lazily by the cache on write (hashing is a second pass over the selected pixels).
     source.check = {"images_stat": stat, "pixels_sha256": lambda: pixels_sha256(images)}
     return source
@@ -133,10 +143,18 @@ def _folder_source(root: Path, n: int | None, seed: int) -> Source:
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
-    return Source("folder", len(files), _iter_folder(files),
-                  {"kind": "folder", "path": str(root), "selection": SELECTION if idx is not None else "all",
-                   "seed": seed if idx is not None else None},
-                  content_key=f"files:{h.hexdigest()}")
+    return Source(
+        "folder",
+        len(files),
+        _iter_folder(files),
+        {
+            "kind": "folder",
+            "path": str(root),
+            "selection": SELECTION if idx is not None else "all",
+            "seed": seed if idx is not None else None,
+        },
+        content_key=f"files:{h.hexdigest()}",
+    )
 
 
 def resolve_source(obj: Any, n: int | None, seed: int = 0, *, role: str = "images") -> Source:
@@ -151,8 +169,9 @@ def resolve_source(obj: Any, n: int | None, seed: int = 0, *, role: str = "image
             raise ValueError(f"{role}: a generator callable needs n (how many images to sample)")
         images = np.asarray(obj(n, seed))
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) != n:
-            raise ValueError(f"{role}: sample({n}, {seed}) must return uint8 (n, H, W, 3), "
-                             f"got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"{role}: sample({n}, {seed}) must return uint8 (n, H, W, 3), got {images.dtype} {images.shape}"
+            )
         return Source("generator", n, images, {"kind": "generator", "seed": seed})
     if hasattr(obj, "shape") and hasattr(obj, "dtype"):
         arr = obj.detach().cpu().numpy() if hasattr(obj, "detach") else obj
@@ -160,9 +179,17 @@ def resolve_source(obj: Any, n: int | None, seed: int = 0, *, role: str = "image
             raise ValueError(f"{role}: expected a uint8 (N, H, W, 3) array, got {arr.dtype} {arr.shape}")
         idx = select_indices(len(arr), n, seed)
         images = arr if idx is None else arr[idx]
-        return Source("array", len(images), images,
-                      {"kind": "array", "selection": SELECTION if idx is not None else "all",
-                       "seed": seed if idx is not None else None},
-                      content_key=f"pixels:{pixels_sha256(images)}")
-    raise TypeError(f"{role}: expected a dataset/folder path, a uint8 array or a sample(n, seed) callable, "
-                    f"got {type(obj).__name__}")
+        return Source(
+            "array",
+            len(images),
+            images,
+            {
+                "kind": "array",
+                "selection": SELECTION if idx is not None else "all",
+                "seed": seed if idx is not None else None,
+            },
+            content_key=f"pixels:{pixels_sha256(images)}",
+        )
+    raise TypeError(
+        f"{role}: expected a dataset/folder path, a uint8 array or a sample(n, seed) callable, got {type(obj).__name__}"
+    )

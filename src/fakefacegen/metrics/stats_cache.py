@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,11 @@ def cache_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def load_features(fields: dict[str, Any], root: str | os.PathLike | None = None,
-                  validate: Callable[[dict[str, Any]], bool] | None = None) -> np.ndarray | None:
+def load_features(
+    fields: dict[str, Any],
+    root: str | os.PathLike | None = None,
+    validate: Callable[[dict[str, Any]], bool] | None = None,
+) -> np.ndarray | None:
     """Cached features (float64) for ``fields``, or None if absent, unreadable or invalid."""
     d = stats_dir(root)
     key = cache_key(fields)
@@ -51,8 +55,12 @@ def load_features(fields: dict[str, Any], root: str | os.PathLike | None = None,
     return feats.astype(np.float64)
 
 
-def save_features(fields: dict[str, Any], features: np.ndarray, root: str | os.PathLike | None = None,
-                  check: dict[str, Any] | None = None) -> Path | None:
+def save_features(
+    fields: dict[str, Any],
+    features: np.ndarray,
+    root: str | os.PathLike | None = None,
+    check: dict[str, Any] | None = None,
+) -> Path | None:
     """Store features; returns the .npy path, or None if the cache is not writable."""
     d = stats_dir(root)
     key = cache_key(fields)

@@ -54,9 +54,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -120,8 +121,7 @@ def _positive_int(name: str, value: Any, *, or_none: bool = False) -> int:
 def _validate_size(size: Any) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or int(size) not in ALLOWED_SIZES:
         raise PrepareError(
-            f"invalid size {size!r}: must be a power of two from 32 to 256 "
-            f"({', '.join(map(str, ALLOWED_SIZES))})"
+            f"invalid size {size!r}: must be a power of two from 32 to 256 ({', '.join(map(str, ALLOWED_SIZES))})"
         )
     return int(size)
 
@@ -162,10 +162,7 @@ def _tally(results: list[tuple], items: list[tuple[int, str]], resolved: Sequenc
     files_seen = len(items)
     ok = np.fromiter((r[1] for r in results), dtype=bool, count=files_seen)
     keep = np.flatnonzero(ok)
-    skipped = [
-        {"path": _label(items[r[0]][0], items[r[0]][1], multi), "reason": r[2]}
-        for r in results if not r[1]
-    ]
+    skipped = [{"path": _label(items[r[0]][0], items[r[0]][1], multi), "reason": r[2]} for r in results if not r[1]]
     if keep.size == 0:
         reasons: dict[str, int] = {}
         for s in skipped:
@@ -173,9 +170,7 @@ def _tally(results: list[tuple], items: list[tuple[int, str]], resolved: Sequenc
             reasons[key] = reasons.get(key, 0) + 1
         summary = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
         where = ", ".join(str(p) for p, _ in resolved)
-        raise PrepareError(
-            f"no usable images in {where}: {files_seen} image file(s) seen, all skipped ({summary})"
-        )
+        raise PrepareError(f"no usable images in {where}: {files_seen} image file(s) seen, all skipped ({summary})")
     converted: dict[str, int] = {}
     draft_decoded = transposed = 0
     per_source_count = [0] * len(resolved)
@@ -195,8 +190,17 @@ def _hash_images(images_path: Path, count: int, size: int) -> str:
     return content_hash(final)
 
 
-def _manifest(resolved: Sequence[Source], multi: bool, per_source_seen: list[int], tally: _Tally, cfg: dict,
-              digest: str, n_workers: int, *, elapsed: float) -> dict:
+def _manifest(
+    resolved: Sequence[Source],
+    multi: bool,
+    per_source_seen: list[int],
+    tally: _Tally,
+    cfg: dict,
+    digest: str,
+    n_workers: int,
+    *,
+    elapsed: float,
+) -> dict:
     """The manifest of a prepared dataset: the format's fields, then what was done and found."""
     from .. import __version__
 
@@ -306,8 +310,9 @@ def prepare_dataset(
         keep_rows(images_path, tally.keep, size)
         digest = _hash_images(images_path, tally.count, size)
         fsync_path(images_path)
-        manifest = _manifest(resolved, multi, per_source_seen, tally, cfg, digest, n_workers,
-                             elapsed=time.perf_counter() - t0)
+        manifest = _manifest(
+            resolved, multi, per_source_seen, tally, cfg, digest, n_workers, elapsed=time.perf_counter() - t0
+        )
         write_manifest(staged, manifest)
         # atomically, re-checking the output (it may have appeared meanwhile)
         publish(staged, out_path, before_replace=lambda: check_out(out_path, overwrite, paths))

@@ -85,9 +85,7 @@ def decode_image(data: bytes, cfg: dict) -> tuple[np.ndarray, str | None, bool, 
             raise Skip(_decode_reason(e)) from None
         w, h = im.size
         if w * h > cfg["max_pixels"]:
-            raise Skip(
-                f"decompression bomb guard: {w}x{h} = {w * h} px > max_pixels {cfg['max_pixels']}"
-            )
+            raise Skip(f"decompression bomb guard: {w}x{h} = {w * h} px > max_pixels {cfg['max_pixels']}")
         side = min(w, h)
         if side < cfg["min_side"]:
             raise Skip(f"too small ({w}x{h}, shorter side < min_side {cfg['min_side']})")
@@ -137,5 +135,3 @@ def decode_image(data: bytes, cfg: dict) -> tuple[np.ndarray, str | None, bool, 
     if arr.shape != (size, size, 3):  # defensive; should never happen
         raise Skip(f"unexpected decoded shape {arr.shape}")
     return arr, from_mode, scale > 1, transposed
-
-

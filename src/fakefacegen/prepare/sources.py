@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..dataset_format import MANIFEST_FILE, is_fakefacegen_dataset, one_line
 from .errors import PrepareError
@@ -100,13 +100,15 @@ def _is_within(child: Path, parent: Path) -> bool:
 def _check_no_overlap(sources: Sequence[Path]) -> None:
     """Refuse a source given twice or inside another: its images would be counted twice."""
     for i, a in enumerate(sources):
-        for b in sources[i + 1:]:
+        for b in sources[i + 1 :]:
             if a == b:
                 raise PrepareError(f"source {a} is given twice; its images would be counted twice")
             for inner, outer in ((a, b), (b, a)):
                 if outer.is_dir() and _is_within(inner, outer):
-                    raise PrepareError(f"source {inner} is inside source {outer}; its images "
-                                       f"would be counted twice (give only {outer})")
+                    raise PrepareError(
+                        f"source {inner} is inside source {outer}; its images "
+                        f"would be counted twice (give only {outer})"
+                    )
 
 
 def check_out(out: Path, overwrite: bool, sources: Sequence[Path]) -> None:

@@ -137,8 +137,7 @@ def run_workers(cfg: dict, items: list[tuple[int, str]], workers: int, progress:
     results: list[tuple] = []
     from tqdm import tqdm
 
-    bar = tqdm(total=files_seen, unit="img", desc="prepare", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=files_seen, unit="img", desc="prepare", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
         if n_workers == 1:
             saved_state = dict(_STATE)
@@ -153,8 +152,9 @@ def run_workers(cfg: dict, items: list[tuple[int, str]], workers: int, progress:
         else:
             # ProcessPoolExecutor (not Pool): a worker that dies raises
             # BrokenProcessPool instead of hanging forever.
-            with ProcessPoolExecutor(n_workers, mp_context=mp_context(), initializer=init_worker,
-                                     initargs=({**cfg, "in_subprocess": True},)) as ex:
+            with ProcessPoolExecutor(
+                n_workers, mp_context=mp_context(), initializer=init_worker, initargs=({**cfg, "in_subprocess": True},)
+            ) as ex:
                 futures = [ex.submit(process_chunk, c) for c in chunks]
                 try:
                     for fut in as_completed(futures):
