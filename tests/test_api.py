@@ -24,6 +24,7 @@ needs_bundled = pytest.mark.skipif(
 HAVE_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
+@pytest.mark.slow
 def test_top_level_api_is_lazy():
     """`import fakefacegen` stays light; the API is importable from the package itself."""
     code = (
@@ -81,6 +82,7 @@ def test_bundled_as_pil_and_metadata(G):
     assert G.resolution == 64 and Path(G.source) == BUNDLED
 
 
+@pytest.mark.slow
 @needs_bundled
 def test_bundled_truncation_and_walk(G):
     from fakefacegen.interpolate import interpolate

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from fakefacegen.checkpoint import load_generator_file
@@ -28,6 +29,7 @@ def bundle(*args: str) -> str:
     return r.stdout
 
 
+@pytest.mark.slow
 def test_bundle_from_run_checkpoint_and_generator_file(debug_cfg, tmp_path):
     debug_cfg.train.ema = 0.9
     run = Trainer(debug_cfg, outdir=tmp_path / "runs", progress=False).run()

@@ -478,6 +478,7 @@ def test_demo_is_a_fakefacegen_subcommand():
     assert a.model is None and a.host == "127.0.0.1" and a.port == 7860
 
 
+@pytest.mark.slow
 def test_demo_command_serves_until_interrupted(model_file):
     """`fakefacegen demo MODEL --port 0` prints its address, serves the page, and stops on Ctrl+C.
     Needs "fakefacegen.commands.demo" in cli.COMMANDS."""

@@ -59,6 +59,7 @@ def hide_modules(monkeypatch, *names: str) -> None:
         monkeypatch.setitem(sys.modules, n, None)
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_onnx_matches_pytorch_with_dynamic_batch(G, tmp_path):
     import onnx
@@ -86,6 +87,7 @@ def test_onnx_matches_pytorch_with_dynamic_batch(G, tmp_path):
     assert stored["onnxruntime_version"] == ort.__version__
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_matches_pytorch_with_dynamic_batch(G, tmp_path):
     path = tmp_path / "g.torchscript.pt"
@@ -101,6 +103,7 @@ def test_torchscript_matches_pytorch_with_dynamic_batch(G, tmp_path):
     assert json.loads((tmp_path / "g.torchscript.json").read_text())["format"] == "torchscript"
 
 
+@pytest.mark.slow
 def test_parity_check_fails_loudly(G, tmp_path, monkeypatch):
     real = ex._reference
 

@@ -90,6 +90,7 @@ def test_route_matches_the_convolution_in_value_and_gradient(layer, bias, channe
     ],
     ids=lambda g: f"k{g[0][0]}s{g[1][0]}p{g[2][0]}-{g[3]}",
 )
+@pytest.mark.slow
 def test_nhwc_unfold_and_fold_match_torch_and_are_adjoint(geom):
     """The channels-last gather/scatter against torch's NCHW F.unfold / F.fold (exact on integer-valued
     floats), and gradcheck of both in float64."""
@@ -190,6 +191,7 @@ def test_fast_path_turns_the_route_on_from_what_the_cpu_has(monkeypatch, native,
     assert ("GEMM" in fast.describe()) == bool(want)
 
 
+@pytest.mark.slow
 def test_trainer_sets_the_route_on_its_networks(dataset32, tmp_path):
     from fakefacegen.config import make_config
     from fakefacegen.train import Trainer

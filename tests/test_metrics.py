@@ -563,6 +563,7 @@ def inception():
         pytest.skip(f"FID Inception weights unavailable: {e}")
 
 
+@pytest.mark.slow
 @pytest.mark.inception
 def test_inception_features_shape_and_batch_independence(inception):
     imgs = random_images(3, size=64, seed=23)

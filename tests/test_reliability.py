@@ -541,6 +541,7 @@ def test_disk_full_simulated(ds, tmp_path, monkeypatch, capsys):
     _check_after_failed_write(run, [1, 2])
 
 
+@pytest.mark.slow
 def test_disk_full_real_tmpfs(ds, tmp_path, capsys):
     """A 1.3 MB file system: two debug checkpoints fit, the third does not."""
     with _tmpfs(tmp_path / "small", "size=1300k") as small:

@@ -309,6 +309,7 @@ def test_kill_minus_9_many_times_loses_nothing(zygote, ds, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_write_a_checkpoint_and_say_how_to_resume(zygote, ds, tmp_path, sig):
     out = tmp_path / "runs"
@@ -345,6 +346,7 @@ def test_ctrl_c_and_sigterm_write_a_checkpoint_and_say_how_to_resume(zygote, ds,
     assert _ckpt_steps(run)[-1] == stopped + 2
 
 
+@pytest.mark.slow
 def test_second_process_on_the_same_run_directory_is_refused(zygote, ds, tmp_path):
     out = tmp_path / "runs"
     run = out / "00001-r"

@@ -17,6 +17,7 @@ def _state_equal(a, b):
             assert torch.equal(a[k][name], b[k][name]), f"{k}.{name} differs"
 
 
+@pytest.mark.slow
 def test_training_writes_a_complete_run(debug_cfg, tmp_path):
     run = Trainer(debug_cfg, outdir=tmp_path / "runs", progress=False).run()
     assert run.name == "00001-debug"
@@ -39,6 +40,7 @@ def test_training_writes_a_complete_run(debug_cfg, tmp_path):
     assert Trainer(debug_cfg, outdir=tmp_path / "runs", progress=False).run().name == "00002-debug"
 
 
+@pytest.mark.slow
 def test_training_actually_learns_something(dataset32, tmp_path):
     # D should separate real from fake early on: D(x) > D(G(z)) on average over the first steps.
     cfg = make_config("debug", ["train.steps=12"], data=str(dataset32))
@@ -63,6 +65,7 @@ def test_training_actually_learns_something(dataset32, tmp_path):
         ["g_opt.name=sgd", "d_opt.name=sgd", "d_opt.weight_decay=0.01", "train.real_label=0.9", "train.loss=lsgan"],
     ],
 )
+@pytest.mark.slow
 def test_resume_continues_exactly(dataset32, tmp_path, overrides):
     torch.set_num_threads(1)
     cfg = make_config("debug", overrides + ["train.steps=6", "train.ckpt_every=2"], data=str(dataset32))
@@ -87,6 +90,7 @@ def test_resolution_mismatch_is_a_clear_error(dataset32, tmp_path):
         Trainer(cfg, outdir=tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, capsys):
     # prepare real image files -> train a few steps -> generate -> the PNGs decode
     src = tmp_path / "photos"
