@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from common import dataset_for, header, interleaved, matmul_peaks, median  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from common import dataset_for, header, interleaved, matmul_peaks, median  # noqa: E402
 from fakefacegen import train as train_mod  # noqa: E402
 from fakefacegen.config import make_config  # noqa: E402
 
@@ -36,8 +36,14 @@ FAMILIES = {"dcgan (celeba64-best)": "celeba64-best", "style (celeba64-style)": 
 
 
 def make_trainer(preset: str, res: int, data: Path, outdir: Path) -> train_mod.Trainer:
-    ov = [f"model.resolution={res}", "train.steps=1000000000", "train.log_every=1000000000",
-          "train.sample_every=1000000000", "train.ckpt_every=1000000000", "eval.every=0"]
+    ov = [
+        f"model.resolution={res}",
+        "train.steps=1000000000",
+        "train.log_every=1000000000",
+        "train.sample_every=1000000000",
+        "train.ckpt_every=1000000000",
+        "eval.every=0",
+    ]
     cfg = make_config(preset, ov, data=str(data))
     with contextlib.redirect_stderr(io.StringIO()):
         tr = train_mod.Trainer(cfg, outdir=outdir, name=preset, progress=False)
@@ -93,23 +99,32 @@ def main(argv: list[str] | None = None) -> int:
                 b = tr.cfg.train.batch_size
                 z = torch.randn(b, tr.cfg.model.z_dim)
                 g_fwd = flops(lambda: g(z)) / b  # (with autograd on: torch's flop counter fails under no_grad here)
-                info[name] = {"batch": b, "G params": sum(p.numel() for p in g.parameters()),
-                              "D params": sum(p.numel() for p in d.parameters()), "G fwd": g_fwd,
-                              "step": step_flops(tr) / b}
+                info[name] = {
+                    "batch": b,
+                    "G params": sum(p.numel() for p in g.parameters()),
+                    "D params": sum(p.numel() for p in d.parameters()),
+                    "G fwd": g_fwd,
+                    "step": step_flops(tr) / b,
+                }
                 seconds_per_step(tr, 2)  # warm-up: first-call allocations and oneDNN primitive creation
             print(f"-- {res} px: {args.repeats} interleaved repeats of {args.steps} steps --")
-            times = interleaved({n: (lambda tr=tr: seconds_per_step(tr, args.steps)) for n, tr in trainers.items()},
-                                args.repeats)
-            print(f"\n{'family':<24s} {'batch':>5s} {'G params':>10s} {'D params':>10s} {'G fwd MFLOP/img':>16s} "
-                  f"{'step GFLOP/img':>15s} {'img/s (median)':>15s} {'spread':>15s} {'% peak':>7s}")
+            times = interleaved(
+                {n: (lambda tr=tr: seconds_per_step(tr, args.steps)) for n, tr in trainers.items()}, args.repeats
+            )
+            print(
+                f"\n{'family':<24s} {'batch':>5s} {'G params':>10s} {'D params':>10s} {'G fwd MFLOP/img':>16s} "
+                f"{'step GFLOP/img':>15s} {'img/s (median)':>15s} {'spread':>15s} {'% peak':>7s}"
+            )
             ips = {}
             for name, i in info.items():
                 per = [i["batch"] / s for s in times[name]]
                 ips[name] = median(per)
                 pct = 100 * ips[name] * i["step"] / 1e9 / peak
-                print(f"{name:<24s} {i['batch']:>5d} {i['G params']:>10,d} {i['D params']:>10,d} "
-                      f"{i['G fwd'] / 1e6:>16.1f} {i['step'] / 1e9:>15.2f} {ips[name]:>15.1f} "
-                      f"{min(per):>7.1f}-{max(per):<7.1f} {pct:>6.1f}%")
+                print(
+                    f"{name:<24s} {i['batch']:>5d} {i['G params']:>10,d} {i['D params']:>10,d} "
+                    f"{i['G fwd'] / 1e6:>16.1f} {i['step'] / 1e9:>15.2f} {ips[name]:>15.1f} "
+                    f"{min(per):>7.1f}-{max(per):<7.1f} {pct:>6.1f}%"
+                )
             a, b = ips.values()
             print(f"style / dcgan images/s: {b / a:.2f}x\n", flush=True)
     return 0

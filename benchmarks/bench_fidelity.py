@@ -24,9 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import dataset_for, header
-
 import torch  # noqa: E402
+from common import dataset_for, header
 
 from fakefacegen.config import ModelConfig  # noqa: E402
 from fakefacegen.data import FaceDataset, to_model_input  # noqa: E402
@@ -73,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_fidelity-") as tmp:
         data, what = dataset_for(args.res, Path(tmp), n=max(4 * args.batch, 256))
         ds = FaceDataset(data)
-        print(f"data: {what}; {args.res} px, arch {args.arch}, batch {args.batch}, "
-              f"{args.warm_steps} fp32 warm-up steps, {args.batches} batches compared")
+        print(
+            f"data: {what}; {args.res} px, arch {args.arch}, batch {args.batch}, "
+            f"{args.warm_steps} fp32 warm-up steps, {args.batches} batches compared"
+        )
         torch.manual_seed(0)
         g, d = build_models(ModelConfig(resolution=args.res, arch=args.arch))
         rng = torch.Generator().manual_seed(0)
@@ -103,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             ref = grads(g, d, real, z, *PATHS["fp64 (baseline)"])
             for name in rows:
                 # OTHER: fp64 on the next batch, the same weights: the minibatch noise every step has anyway
-                got = grads(g, d, *batch(), *PATHS["fp64 (baseline)"]) if name == OTHER else \
-                    grads(g, d, real, z, *PATHS[name])
+                got = (
+                    grads(g, d, *batch(), *PATHS["fp64 (baseline)"])
+                    if name == OTHER
+                    else grads(g, d, real, z, *PATHS[name])
+                )
                 for net, a, b in (("D", got[0], ref[0]), ("G", got[1], ref[1])):
                     err[name][net].append(float((a - b).norm() / b.norm()))
                     err[name]["cos" + net].append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
@@ -113,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in med.items():
         print(f"  {name:<28s} {m['D']:12.2e} {m['G']:12.2e} {m['cosD']:9.5f} {m['cosG']:9.5f}")
     a, b = med["bf16 autocast"], med["bf16 autocast + GEMM route"]
-    print(f"HEADLINE GEMM route / bf16 autocast error: D {b['D'] / a['D']:.2f}x, G {b['G'] / a['G']:.2f}x; "
-          f"bf16 / fp32 error: D {a['D'] / med['fp32']['D']:.0f}x, G {a['G'] / med['fp32']['G']:.0f}x; "
-          f"another batch / bf16 error: D {med[OTHER]['D'] / a['D']:.1f}x, G {med[OTHER]['G'] / a['G']:.1f}x")
+    print(
+        f"HEADLINE GEMM route / bf16 autocast error: D {b['D'] / a['D']:.2f}x, G {b['G'] / a['G']:.2f}x; "
+        f"bf16 / fp32 error: D {a['D'] / med['fp32']['D']:.0f}x, G {a['G'] / med['fp32']['G']:.0f}x; "
+        f"another batch / bf16 error: D {med[OTHER]['D'] / a['D']:.1f}x, G {med[OTHER]['G'] / a['G']:.1f}x"
+    )
     return 0
 
 

@@ -18,19 +18,26 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, interleaved, median  # noqa: E402
-
 import torch  # noqa: E402
+from common import header, interleaved, median  # noqa: E402
 
 from fakefacegen.gemm_conv import MAX_PIXELS, MIN_PIXELS, Conv2d, ConvTranspose2d, set_gemm_route  # noqa: E402
 
 # (kind, c_in, c_out, input side, kernel, stride, padding, output_padding)
 LAYERS = [
-    *[(kind, cin, cout, side, k, 2, p, op)
-      for k, p, op in ((5, 2, 1), (4, 1, 0))
-      for kind, cin, cout, side in (("conv", 64, 128, 32), ("conv", 128, 256, 16), ("conv", 256, 512, 8),
-                                    ("convT", 512, 256, 4), ("convT", 256, 128, 8), ("convT", 128, 64, 16))],
-    ("conv", 512, 1, 4, 4, 1, 0, 0),     # D's last layer, 4x4 -> 1x1
+    *[
+        (kind, cin, cout, side, k, 2, p, op)
+        for k, p, op in ((5, 2, 1), (4, 1, 0))
+        for kind, cin, cout, side in (
+            ("conv", 64, 128, 32),
+            ("conv", 128, 256, 16),
+            ("conv", 256, 512, 8),
+            ("convT", 512, 256, 4),
+            ("convT", 256, 128, 8),
+            ("convT", 128, 64, 16),
+        )
+    ],
+    ("conv", 512, 1, 4, 4, 1, 0, 0),  # D's last layer, 4x4 -> 1x1
     ("convT", 100, 512, 1, 4, 1, 0, 0),  # G's first layer, 1x1 -> 4x4
 ]
 
@@ -38,8 +45,11 @@ LAYERS = [
 def layer_case(layer, batch: int, route: bool):
     kind, cin, cout, side, k, s, p, op = layer
     torch.manual_seed(0)
-    m = Conv2d(cin, cout, k, s, p, bias=False) if kind == "conv" else ConvTranspose2d(
-        cin, cout, k, s, p, output_padding=op, bias=False)
+    m = (
+        Conv2d(cin, cout, k, s, p, bias=False)
+        if kind == "conv"
+        else ConvTranspose2d(cin, cout, k, s, p, output_padding=op, bias=False)
+    )
     m = m.to(memory_format=torch.channels_last)
     set_gemm_route(m, 1 << 20 if route else 0)
     x = torch.randn(batch, cin, side, side).to(memory_format=torch.channels_last).requires_grad_(True)
@@ -69,13 +79,18 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=6)
     args = ap.parse_args(argv)
     header("bench_gemm_conv: one layer's forward+backward, torch kernel vs the matrix-multiply route")
-    print(f"batch {args.batch}, bf16 autocast, channels_last; route window in training: "
-          f"{MIN_PIXELS}..{MAX_PIXELS} pixels on the small side\n")
+    print(
+        f"batch {args.batch}, bf16 autocast, channels_last; route window in training: "
+        f"{MIN_PIXELS}..{MAX_PIXELS} pixels on the small side\n"
+    )
     print(f"{'layer':34s} {'small side':>10s} {'torch ms':>9s} {'route ms':>9s} {'ratio':>7s}  training takes")
     for layer in LAYERS:
         kind, cin, cout, side, k, s, p, _ = layer
-        times = interleaved({"torch": layer_case(layer, args.batch, False),
-                             "route": layer_case(layer, args.batch, True)}, args.repeats, verbose=False)
+        times = interleaved(
+            {"torch": layer_case(layer, args.batch, False), "route": layer_case(layer, args.batch, True)},
+            args.repeats,
+            verbose=False,
+        )
         t_torch, t_route = median(times["torch"]), median(times["route"])
         px = small_pixels(layer)
         taken = "route" if MIN_PIXELS <= px <= MAX_PIXELS else "torch"

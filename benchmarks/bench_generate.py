@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, header, interleaved, median
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import REPO, header, interleaved, median
 
 from fakefacegen.checkpoint import save_generator  # noqa: E402
 from fakefacegen.config import make_config  # noqa: E402
@@ -48,8 +47,10 @@ def pick_model(arg: str | None, tmp: Path) -> tuple[Path, str]:
     g, _ = build_models(cfg.model)
     path = tmp / "celeba64-cpu-untrained.safetensors"
     save_generator(g.state_dict(), cfg.to_dict()["model"], path, meta={"note": "untrained, for timing"})
-    return path, (f"no bundled model installed: the celeba64-cpu architecture (arch {cfg.model.arch}, width "
-                  f"{cfg.model.width}, {cfg.model.resolution} px) with untrained weights")
+    return path, (
+        f"no bundled model installed: the celeba64-cpu architecture (arch {cfg.model.arch}, width "
+        f"{cfg.model.width}, {cfg.model.resolution} px) with untrained weights"
+    )
 
 
 def cli_command() -> list[str]:
@@ -65,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=5, help="pieces of --n, each interleaved with the naive loop")
     ap.add_argument("--naive", type=int, default=20, help="images per chunk for the naive batch-1 loop (default 20)")
     ap.add_argument("--batch-size", type=int, default=256, help="sample()'s batch size (default 256, the CLI's)")
-    ap.add_argument("--options", action="store_true",
-                    help="also time sample() with channels_last G, batch 64 and 1024, and 1 thread (on 1,000 images)")
+    ap.add_argument(
+        "--options",
+        action="store_true",
+        help="also time sample() with channels_last G, batch 64 and 1024, and 1 thread (on 1,000 images)",
+    )
     args = ap.parse_args(argv)
 
     header("bench_generate: CLI cold start and sampling throughput vs a batch-1 loop")
@@ -84,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         def cli() -> None:
             out = tmp / f"faces{runs['n']}"
             runs["n"] += 1
-            r = subprocess.run([*cmd, "generate", str(model), "--n", "64", "--out", str(out)], env=env,
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [*cmd, "generate", str(model), "--n", "64", "--out", str(out)], env=env, capture_output=True, text=True
+            )
             if r.returncode != 0:
                 raise SystemExit(f"fakefacegen generate failed ({r.returncode}): {r.stderr.strip()[-500:]}")
             pngs = list(out.glob("*.png"))
@@ -95,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         def floor() -> None:
             subprocess.run([sys.executable, "-c", "import torch"], env=env, check=True)
 
-        print(f"cold CLI: {' '.join([Path(cmd[0]).name, *cmd[1:]])} generate MODEL --n 64 --out TMP, "
-              f"{args.cli_repeats} interleaved runs")
+        print(
+            f"cold CLI: {' '.join([Path(cmd[0]).name, *cmd[1:]])} generate MODEL --n 64 --out TMP, "
+            f"{args.cli_repeats} interleaved runs"
+        )
         ct = interleaved({"fakefacegen generate --n 64": cli, "python -c 'import torch'": floor}, args.cli_repeats)
         t_cli, t_floor = median(ct["fakefacegen generate --n 64"]), median(ct["python -c 'import torch'"])
 
@@ -134,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         naive()
         args.naive = naive_warm
         pos["naive"] = 0
-        print(f"throughput: {args.n} images from sample() in {args.chunks} chunks (batch {args.batch_size}), "
-              f"interleaved with {args.naive} batch-1 images per chunk")
+        print(
+            f"throughput: {args.n} images from sample() in {args.chunks} chunks (batch {args.batch_size}), "
+            f"interleaved with {args.naive} batch-1 images per chunk"
+        )
         tt = interleaved({"sample()": fast, "naive batch-1 loop": naive}, args.chunks, unit="s/image")
         assert pos["fast"] == args.n, pos
         t_fast, t_naive = median(tt["sample()"]), median(tt["naive batch-1 loop"])
@@ -143,15 +152,23 @@ def main(argv: list[str] | None = None) -> int:
         noise(1000, G.z_dim, 0)
         t_noise = (time.perf_counter() - t_noise) / 1000
 
-        print(f"\nresult ({G.resolution} px, {sum(p.numel() for p in G.net.parameters()):,} parameters in G, "
-              f"{threads} threads):")
-        print(f"  cold CLI, 64 faces + grid     : {t_cli:6.2f} s   (python -c 'import torch': {t_floor:.2f} s; "
-              f"load_generator in-process: {t_load:.2f} s)")
-        print(f"  sample(), {args.n} images      : {1 / t_fast:8.1f} img/s  ({args.n * t_fast:.1f} s in all; "
-              f"noise() alone {1e6 * t_noise:.0f} us/image)")
+        print(
+            f"\nresult ({G.resolution} px, {sum(p.numel() for p in G.net.parameters()):,} parameters in G, "
+            f"{threads} threads):"
+        )
+        print(
+            f"  cold CLI, 64 faces + grid     : {t_cli:6.2f} s   (python -c 'import torch': {t_floor:.2f} s; "
+            f"load_generator in-process: {t_load:.2f} s)"
+        )
+        print(
+            f"  sample(), {args.n} images      : {1 / t_fast:8.1f} img/s  ({args.n * t_fast:.1f} s in all; "
+            f"noise() alone {1e6 * t_noise:.0f} us/image)"
+        )
         print(f"  naive batch-1 loop           : {1 / t_naive:8.1f} img/s")
-        print(f"HEADLINE generate: {1 / t_fast:.1f} img/s vs batch-1 {1 / t_naive:.1f} img/s: ratio "
-              f"{t_naive / t_fast:.2f}x; cold CLI 64 faces {t_cli:.2f} s")
+        print(
+            f"HEADLINE generate: {1 / t_fast:.1f} img/s vs batch-1 {1 / t_naive:.1f} img/s: ratio "
+            f"{t_naive / t_fast:.2f}x; cold CLI 64 faces {t_cli:.2f} s"
+        )
 
         if args.options:
             n_opt = 1000
@@ -168,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
                     G.net = base_net
                     torch.set_num_threads(threads)
                     return s / n_opt
+
                 return f
 
-            cases = {f"batch {args.batch_size} (default)": run(base_net, args.batch_size, threads),
-                     "channels_last G": run(cl_net, args.batch_size, threads),
-                     "batch 64": run(base_net, 64, threads), "batch 1024": run(base_net, 1024, threads),
-                     "1 thread": run(base_net, args.batch_size, 1)}
+            cases = {
+                f"batch {args.batch_size} (default)": run(base_net, args.batch_size, threads),
+                "channels_last G": run(cl_net, args.batch_size, threads),
+                "batch 64": run(base_net, 64, threads),
+                "batch 1024": run(base_net, 1024, threads),
+                "1 thread": run(base_net, args.batch_size, 1),
+            }
             print(f"\noptions: sample({n_opt}) each, 3 interleaved repeats")
             ot = interleaved(cases, 3, unit="s/image")
             ref = median(ot[f"batch {args.batch_size} (default)"])
@@ -185,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             G.net = cl_net
             b = G.sample(16, seed=3)
             G.net = base_net
-            print(f"  channels_last vs default on 16 images: max |uint8 diff| "
-                  f"{int(np.abs(a.astype(int) - b.astype(int)).max())}")
+            print(
+                f"  channels_last vs default on 16 images: max |uint8 diff| "
+                f"{int(np.abs(a.astype(int) - b.astype(int)).max())}"
+            )
     return 0
 
 

@@ -23,18 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch  # noqa: E402
 from bench_train import make_trainer, trainer_run
 from common import dataset_for, header, interleaved, median
-
-import torch  # noqa: E402
 
 import fakefacegen.train as train_mod  # noqa: E402
 from fakefacegen.data import FaceDataset, StepBatchSampler, make_loader, step_generator, to_model_input  # noqa: E402
 from fakefacegen.runtime import choose_fast_path  # noqa: E402
 
 
-def to_model_input_rowflip(batch: torch.Tensor, *, device: torch.device, channels_last: bool,
-                           flip: torch.Tensor | None = None) -> torch.Tensor:
+def to_model_input_rowflip(
+    batch: torch.Tensor, *, device: torch.device, channels_last: bool, flip: torch.Tensor | None = None
+) -> torch.Tensor:
     """Proposed data.to_model_input: flips row by row on the uint8 batch instead of a broadcast
     torch.where over the whole (B, S, S, 3) batch; bit-identical output (checked in main)."""
     if flip is not None and bool(flip.any()):
@@ -46,8 +46,9 @@ def to_model_input_rowflip(batch: torch.Tensor, *, device: torch.device, channel
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def inline_batches(ds: FaceDataset, batch: int, n: int, start: int, channels_last: bool,
-                   convert=to_model_input) -> float:
+def inline_batches(
+    ds: FaceDataset, batch: int, n: int, start: int, channels_last: bool, convert=to_model_input
+) -> float:
     """Seconds for ``n`` batches made exactly as Trainer._loop makes them (steps start..start+n-1)."""
     sampler = StepBatchSampler(len(ds), batch, seed=0)
     dev = torch.device("cpu")
@@ -104,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_loader-") as tmp:
         data, what = dataset_for(args.res, Path(tmp), n=max(4 * args.batch, 1024))
         ds = FaceDataset(data)
-        print(f"data: {what}, {len(ds)} images of {ds.resolution} px; batch {args.batch}; "
-              f"channels_last {fast.channels_last}")
+        print(
+            f"data: {what}, {len(ds)} images of {ds.resolution} px; batch {args.batch}; "
+            f"channels_last {fast.channels_last}"
+        )
         # Warm the page cache over what the timed repeats read (a run's first epoch reads from disk once).
-        inline_batches(ds, args.batch, min(len(ds) // args.batch, args.batches * args.repeats), 0,
-                       fast.channels_last)
+        inline_batches(ds, args.batch, min(len(ds) // args.batch, args.batches * args.repeats), 0, fast.channels_last)
         pos = {"inline": 0, "loader": 0, "rowflip": 0}
 
         def case(kind: str):
@@ -116,29 +118,45 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "loader":
                     s = loader_batches(ds, args.batch, args.batches, pos[kind], fast.channels_last)
                 else:
-                    s = inline_batches(ds, args.batch, args.batches, pos[kind], fast.channels_last,
-                                       to_model_input_rowflip if kind == "rowflip" else to_model_input)
+                    s = inline_batches(
+                        ds,
+                        args.batch,
+                        args.batches,
+                        pos[kind],
+                        fast.channels_last,
+                        to_model_input_rowflip if kind == "rowflip" else to_model_input,
+                    )
                 pos[kind] += args.batches  # successive repeats read successive steps, like training
                 return s / args.batches
+
             return run
 
         g = torch.Generator().manual_seed(1)
         b = ds.__getitems__(list(range(args.batch)))
         for cl in (True, False):
             f = torch.rand(args.batch, generator=g) < 0.5
-            same = torch.equal(to_model_input(b, device=torch.device("cpu"), channels_last=cl, flip=f),
-                               to_model_input_rowflip(b, device=torch.device("cpu"), channels_last=cl, flip=f))
+            same = torch.equal(
+                to_model_input(b, device=torch.device("cpu"), channels_last=cl, flip=f),
+                to_model_input_rowflip(b, device=torch.device("cpu"), channels_last=cl, flip=f),
+            )
             assert same, "the row-by-row flip differs from data.to_model_input"
-        labels = {"inline": "Trainer inline data path", "loader": "make_loader + to_model_input",
-                  "rowflip": "inline, row-by-row flip (prop.)"}
+        labels = {
+            "inline": "Trainer inline data path",
+            "loader": "make_loader + to_model_input",
+            "rowflip": "inline, row-by-row flip (prop.)",
+        }
         print(f"loader: {args.repeats} interleaved repeats of {args.batches} batches (ms/batch)")
         lt = interleaved({labels[k]: case(k) for k in labels}, args.repeats, verbose=False)
         med = {k: median(lt[labels[k]]) for k in labels}
         for k, label in labels.items():
-            print(f"  {label:<32s}: {1 / med[k]:8.1f} batches/s  ({args.batch / med[k]:9.0f} img/s, "
-                  f"{1e3 * med[k]:.1f} ms/batch)")
-        print(f"  proposed row-by-row flip vs data.to_model_input: {med['inline'] / med['rowflip']:.2f}x "
-              f"(bit-identical output)")
+            print(
+                f"  {label:<32s}: {1 / med[k]:8.1f} batches/s  ({args.batch / med[k]:9.0f} img/s, "
+                f"{1e3 * med[k]:.1f} ms/batch)"
+            )
+        print(
+            f"  proposed row-by-row flip vs data.to_model_input: {med['inline'] / med['rowflip']:.2f}x "
+            f"(bit-identical output)"
+        )
         t_inline = med["inline"]
         if args.no_step:
             return 0
@@ -154,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         trainer_run(tr, 1)  # warm-up
         cached_case()
         print(f"training step: {args.step_repeats} interleaved repeats of {args.steps} step(s)")
-        st = interleaved({"step, real data path": lambda: trainer_run(tr, args.steps),
-                          "step, cached batch": cached_case}, args.step_repeats, unit="s/step")
+        st = interleaved(
+            {"step, real data path": lambda: trainer_run(tr, args.steps), "step, cached batch": cached_case},
+            args.step_repeats,
+            unit="s/step",
+        )
         t_real, t_cached = median(st["step, real data path"]), median(st["step, cached batch"])
         tr.lock.release()
         tr_cached.lock.release()
@@ -163,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  step with the real data path : {t_real:7.2f} s/step ({args.batch / t_real:.1f} img/s)")
         print(f"  step with a cached batch     : {t_cached:7.2f} s/step ({args.batch / t_cached:.1f} img/s)")
         print(f"  real / cached step time      : {t_real / t_cached:.3f} (1.0 = the loader costs nothing)")
-        print(f"  data path share of the step  : {100 * t_inline / t_real:.2f}% ({1e3 * t_inline:.1f} ms of "
-              f"{t_real:.2f} s)")
-        print(f"HEADLINE loader delivers {1 / t_inline:.1f} batches/s, the step consumes {1 / t_real:.3f}: "
-              f"{t_real / t_inline:.0f}x headroom (target >= 10x)")
+        print(
+            f"  data path share of the step  : {100 * t_inline / t_real:.2f}% ({1e3 * t_inline:.1f} ms of "
+            f"{t_real:.2f} s)"
+        )
+        print(
+            f"HEADLINE loader delivers {1 / t_inline:.1f} batches/s, the step consumes {1 / t_real:.3f}: "
+            f"{t_real / t_inline:.0f}x headroom (target >= 10x)"
+        )
     return 0
 
 

@@ -112,16 +112,17 @@ def stage_costs(files: list[Path], size: int) -> dict[str, float]:
 
     def naive_one(d):
         im = Image.open(io.BytesIO(d)).convert("RGB")
-        l, t = (w - side) // 2, (h - side) // 2
-        return np.asarray(im.crop((l, t, l + side, t + side)).resize((size, size), Image.Resampling.LANCZOS))
+        left, top = (w - side) // 2, (h - side) // 2
+        return np.asarray(im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS))
 
     decoded = [draft(d) for d in datas]
     steps = {
         "open (parse headers)": lambda: [Image.open(io.BytesIO(d)) for d in datas],
         "full decode": lambda: [Image.open(io.BytesIO(d)).load() for d in datas],
         f"draft decode (1/{a})": lambda: [draft(d) for d in datas],
-        "crop + LANCZOS resize of the draft": lambda: [im.crop(box).resize((size, size), Image.Resampling.LANCZOS)
-                                                      for im in decoded],
+        "crop + LANCZOS resize of the draft": lambda: [
+            im.crop(box).resize((size, size), Image.Resampling.LANCZOS) for im in decoded
+        ],
         "naive (open, convert, crop, resize)": lambda: [naive_one(d) for d in datas],
     }
     out = {}
@@ -180,8 +181,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="repeats per measurement (median reported)")
     ap.add_argument("--workers", type=int, default=None, help="prepare workers (default: all cores)")
     ap.add_argument("--stages", action="store_true", help="also time each step per image on one core")
-    ap.add_argument("--ceiling", action="store_true",
-                    help="also run prepare with the resize swapped for NEAREST: the bound for a faster resize")
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run prepare with the resize swapped for NEAREST: the bound for a faster resize",
+    )
     args = ap.parse_args(argv)
 
     if not CELEBA.is_dir():
@@ -207,10 +211,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as tmp:
         t_naive, c_naive, ref = timed(lambda: naive(files, args.size), args.repeats)
         t_rf, c_rf, _ = timed(lambda: naive_resize_first(files, args.size), args.repeats)
-        t_prep, c_prep, (m, arr) = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "p",
-                                                             workers=workers), args.repeats)
-        t_nod, c_nod, (m2, arr2) = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "nd",
-                                                             workers=workers, draft=False), args.repeats)
+        t_prep, c_prep, (m, arr) = timed(
+            lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "p", workers=workers), args.repeats
+        )
+        t_nod, c_nod, (m2, arr2) = timed(
+            lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "nd", workers=workers, draft=False), args.repeats
+        )
         assert arr.shape == ref.shape, (arr.shape, ref.shape)
         diff = np.abs(arr.astype(np.int16) - ref.astype(np.int16))
         mad, p99 = diff.mean(), np.percentile(diff, 99)
@@ -220,17 +226,24 @@ def main(argv=None) -> int:
         print("                               wall img/s        img per CPU-second")
         print(f"(a) naive 1-core loop        : {r_naive:8.1f} ({t_naive:6.2f} s)  {n / c_naive:8.1f}")
         print(f"(a') naive, resize then crop : {n / t_rf:8.1f} ({t_rf:6.2f} s)  {n / c_rf:8.1f}")
-        print(f"(b) prepare workers={m['workers']} draft : {r_prep:8.1f} ({t_prep:6.2f} s)  {n / c_prep:8.1f}"
-              f"   draft-decoded {m['draft_decoded']}/{m['count']}")
-        print(f"(c) prepare workers={m2['workers']} exact : {r_nod:8.1f} ({t_nod:6.2f} s)  {n / c_nod:8.1f}"
-              f"   draft=False")
+        print(
+            f"(b) prepare workers={m['workers']} draft : {r_prep:8.1f} ({t_prep:6.2f} s)  {n / c_prep:8.1f}"
+            f"   draft-decoded {m['draft_decoded']}/{m['count']}"
+        )
+        print(
+            f"(c) prepare workers={m2['workers']} exact : {r_nod:8.1f} ({t_nod:6.2f} s)  {n / c_nod:8.1f}   draft=False"
+        )
         print(f"ratio prepare/naive, wall    : {r_prep / r_naive:.2f}x   (exact mode: {r_nod / r_naive:.2f}x)")
         print(f"ratio vs (a') resize->crop   : {t_rf / t_prep:.2f}x wall, {c_rf / c_prep:.2f}x per CPU-second")
         print(f"ratio per CPU-second         : {c_naive / c_prep:.2f}x   (exact mode: {c_naive / c_nod:.2f}x)")
-        print(f"  -> on {m['workers']} otherwise idle cores expect about "
-              f"{m['workers'] * c_naive / c_prep:.1f}x wall (CPU ratio x workers, an upper bound)")
-        print(f"pixel agreement vs naive     : draft mean|diff| {mad:.3f} levels (p99 {p99:.0f}); "
-              f"exact mean|diff| {mad2:.3f}")
+        print(
+            f"  -> on {m['workers']} otherwise idle cores expect about "
+            f"{m['workers'] * c_naive / c_prep:.1f}x wall (CPU ratio x workers, an upper bound)"
+        )
+        print(
+            f"pixel agreement vs naive     : draft mean|diff| {mad:.3f} levels (p99 {p99:.0f}); "
+            f"exact mean|diff| {mad2:.3f}"
+        )
         if args.ceiling:
             import multiprocessing as mp
 
@@ -238,11 +251,14 @@ def main(argv=None) -> int:
                 print("(d) resize ceiling: SKIP (needs fork-started workers to carry the swapped filter)")
             else:
                 with resize_swapped(Image.Resampling.NEAREST):
-                    t_ceil, c_ceil, _ = timed(lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "c",
-                                                                  workers=workers), args.repeats)
-                print(f"(d) prepare, resize -> NEAREST: {n / t_ceil:8.1f} ({t_ceil:6.2f} s)  {n / c_ceil:8.1f}"
-                      f"   ceiling for any faster LANCZOS: {t_naive / t_ceil:.2f}x wall "
-                      f"(the resize is {100 * (1 - t_ceil / t_prep):.0f}% of prepare's wall time)")
+                    t_ceil, c_ceil, _ = timed(
+                        lambda: run_prepare(CELEBA, args.size, args.limit, tmp, "c", workers=workers), args.repeats
+                    )
+                print(
+                    f"(d) prepare, resize -> NEAREST: {n / t_ceil:8.1f} ({t_ceil:6.2f} s)  {n / c_ceil:8.1f}"
+                    f"   ceiling for any faster LANCZOS: {t_naive / t_ceil:.2f}x wall "
+                    f"(the resize is {100 * (1 - t_ceil / t_prep):.0f}% of prepare's wall time)"
+                )
         if args.stages:
             costs = stage_costs(files, args.size)
             print()
@@ -251,20 +267,27 @@ def main(argv=None) -> int:
                 print(f"  {name:38s} {us:8.1f}")
             keys = list(costs)
             floor = costs[keys[2]] + costs[keys[3]]
-            print(f"  -> draft pipeline floor {floor:.0f} us vs naive {costs[keys[4]]:.0f} us: "
-                  f"{costs[keys[4]] / floor:.2f}x per core, at most {workers * costs[keys[4]] / floor:.1f}x "
-                  f"on {workers} perfectly parallel workers")
+            print(
+                f"  -> draft pipeline floor {floor:.0f} us vs naive {costs[keys[4]]:.0f} us: "
+                f"{costs[keys[4]] / floor:.2f}x per core, at most {workers * costs[keys[4]] / floor:.1f}x "
+                f"on {workers} perfectly parallel workers"
+            )
         print()
-        for label, src in (("celeba (178x218)", CELEBA), ("celeba_half (89x109)", CELEBA_HALF),
-                           ("both folders, one dataset", [CELEBA, CELEBA_HALF])):
+        for label, src in (
+            ("celeba (178x218)", CELEBA),
+            ("celeba_half (89x109)", CELEBA_HALF),
+            ("both folders, one dataset", [CELEBA, CELEBA_HALF]),
+        ):
             srcs = src if isinstance(src, list) else [src]
             if not all(Path(s).is_dir() for s in srcs):
                 print(f"prepare {label}: SKIP (missing {[str(s) for s in srcs if not Path(s).is_dir()]})")
                 continue
             t, _, (mm, a) = timed(lambda: run_prepare(src, args.size, args.limit, tmp, "x", workers=workers), 1)
-            print(f"prepare {label:26s}: {mm['count']:6d} images, {mm['count'] / t:8.1f} img/s "
-                  f"({t:.2f} s), skipped {len(mm['skipped'])}, draft-decoded {mm['draft_decoded']}, "
-                  f"shape {a.shape}")
+            print(
+                f"prepare {label:26s}: {mm['count']:6d} images, {mm['count'] / t:8.1f} img/s "
+                f"({t:.2f} s), skipped {len(mm['skipped'])}, draft-decoded {mm['draft_decoded']}, "
+                f"shape {a.shape}"
+            )
     return 0
 
 

@@ -31,16 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import dataset_for, header, interleaved, matmul_peaks, median
-
 import torch  # noqa: E402
+from common import dataset_for, header, interleaved, matmul_peaks, median
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import fakefacegen.train as train_mod  # noqa: E402
 from fakefacegen.config import make_config  # noqa: E402
 from fakefacegen.data import FaceDataset, to_model_input  # noqa: E402
-from fakefacegen.models import build_models  # noqa: E402
 from fakefacegen.runtime import available_cores, cpu_has_native_bf16  # noqa: E402
 
 BASE = "baseline (examples fp32)"
@@ -65,8 +63,11 @@ class NetG(nn.Module):
         super().__init__()
         n = int(math.log2(res)) - 2
         ch = [ngf * 2 ** (n - 1 - i) for i in range(n)]
-        layers: list[nn.Module] = [nn.ConvTranspose2d(nz, ch[0], 4, 1, 0, bias=False), nn.BatchNorm2d(ch[0]),
-                                   nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, ch[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ch[0]),
+            nn.ReLU(True),
+        ]
         for a, b in zip(ch[:-1], ch[1:]):
             layers += [nn.ConvTranspose2d(a, b, 5, 2, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(ch[-1], 3, 5, 2, 2, 1, bias=False), nn.Tanh()]
@@ -80,7 +81,7 @@ class NetD(nn.Module):
     def __init__(self, ndf: int, res: int):
         super().__init__()
         n = int(math.log2(res)) - 2
-        ch = [ndf * 2 ** i for i in range(n)]
+        ch = [ndf * 2**i for i in range(n)]
         layers: list[nn.Module] = [nn.Conv2d(3, ch[0], 5, 2, 2, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         for a, b in zip(ch[:-1], ch[1:]):
             layers += [nn.Conv2d(a, b, 5, 2, 2, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, inplace=True)]
@@ -103,8 +104,15 @@ def weights_init(m: nn.Module) -> None:
 class Baseline:
     """One pytorch/examples-style training step per call, on a reused real batch."""
 
-    def __init__(self, res: int, batch: int, real: torch.Tensor, nz: int = 100, width: int = 64,
-                 device: torch.device = torch.device("cpu")):
+    def __init__(
+        self,
+        res: int,
+        batch: int,
+        real: torch.Tensor,
+        nz: int = 100,
+        width: int = 64,
+        device: torch.device = torch.device("cpu"),
+    ):
         torch.manual_seed(0)
         self.netG, self.netD = NetG(nz, width, res), NetD(width, res)
         self.netG.apply(weights_init)
@@ -163,8 +171,13 @@ def adam_kw(kind: str | None):
 
     def patched(params, oc):
         if oc.name == "adam":
-            return torch.optim.Adam(params, lr=oc.lr, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay,
-                                    **({"foreach": False} if kind == "loop" else {kind: True}))
+            return torch.optim.Adam(
+                params,
+                lr=oc.lr,
+                betas=(oc.beta1, oc.beta2),
+                weight_decay=oc.weight_decay,
+                **({"foreach": False} if kind == "loop" else {kind: True}),
+            )
         return orig(params, oc)
 
     train_mod._make_optimizer = patched
@@ -182,12 +195,28 @@ def sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def make_trainer(res: int, batch: int, data: Path, outdir: Path, name: str, overrides: list[str],
-                 adam: str | None = None, device: str = "cpu") -> train_mod.Trainer:
+def make_trainer(
+    res: int,
+    batch: int,
+    data: Path,
+    outdir: Path,
+    name: str,
+    overrides: list[str],
+    adam: str | None = None,
+    device: str = "cpu",
+) -> train_mod.Trainer:
     preset = "celeba64" if res == 64 else "celeba128" if res == 128 else None
-    ov = [f"model.resolution={res}", "model.arch=reference", f"train.batch_size={batch}", "train.steps=1000000000",
-          "train.log_every=1000000000", "train.sample_every=1000000000", "train.ckpt_every=1000000000",
-          "eval.every=0", *overrides]
+    ov = [
+        f"model.resolution={res}",
+        "model.arch=reference",
+        f"train.batch_size={batch}",
+        "train.steps=1000000000",
+        "train.log_every=1000000000",
+        "train.sample_every=1000000000",
+        "train.ckpt_every=1000000000",
+        "eval.every=0",
+        *overrides,
+    ]
     cfg = make_config(preset, ov, data=str(data))
     with adam_kw(adam), contextlib.redirect_stderr(io.StringIO()):
         tr = train_mod.Trainer(cfg, outdir=outdir, name=name, device=device, progress=False)
@@ -272,8 +301,11 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
             trainers[name] = (make_trainer(res, sb, data, tmp, f"{opt}{res}", ov, adam, args.device), sb, ref)
         else:
             name = opt
-            trainers[name] = (make_trainer(res, args.batch, data, tmp, f"{opt}{res}", ov, adam, args.device),
-                              args.batch, BASE)
+            trainers[name] = (
+                make_trainer(res, args.batch, data, tmp, f"{opt}{res}", ov, adam, args.device),
+                args.batch,
+                BASE,
+            )
         print(f"option {name}: {desc} -> {trainers[name][0].fast.describe()}")
 
     # FLOPs of one step at batch 8, per image (conv/matmul FLOPs are linear in the batch).
@@ -283,14 +315,18 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     tr8 = make_trainer(res, small, data, tmp, f"flops{res}", [], device=args.device)
     f_proj = count_flops(lambda: trainer_run(tr8, 1)) / small
     tr8.lock.release()
-    print(f"conv/matmul FLOPs per step at batch {args.batch}: baseline {f_base * args.batch / 1e9:.1f} GFLOP, "
-          f"project {f_proj * args.batch / 1e9:.1f} GFLOP (the project skips D's weight gradients in the G step)")
+    print(
+        f"conv/matmul FLOPs per step at batch {args.batch}: baseline {f_base * args.batch / 1e9:.1f} GFLOP, "
+        f"project {f_proj * args.batch / 1e9:.1f} GFLOP (the project skips D's weight gradients in the G step)"
+    )
 
     if any(o.startswith("adam") for o in args.options):
         am = adam_micro([project.g, project.d])
         ref = am["default (for-loop)"]
-        print("Adam.step() alone on G+D's parameters (median of 15): " + ", ".join(
-            f"{k} {1e3 * v:.1f} ms ({ref / v:.2f}x)" for k, v in am.items()))
+        print(
+            "Adam.step() alone on G+D's parameters (median of 15): "
+            + ", ".join(f"{k} {1e3 * v:.1f} ms ({ref / v:.2f}x)" for k, v in am.items())
+        )
 
     # Warm-up (first-call allocations, oneDNN primitive creation, torch.compile's compilation).
     torch.set_num_threads(cores)
@@ -318,18 +354,23 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
 
     cases = {BASE: base_case}
     for name, (tr, _, _) in trainers.items():
-        cases[name] = (lambda tr=tr: trainer_run(tr, args.steps))
+        cases[name] = lambda tr=tr: trainer_run(tr, args.steps)
     cases[PROBE] = peak_probe
     print(f"timing: {args.repeats} interleaved repeats of {args.steps} step(s) per case")
     times = interleaved(cases, args.repeats, unit="s/step")
     del times[PROBE]
-    peaks = {**peaks, "fp32": median(probes["fp32"] + [peaks["fp32"]]),
-             "bf16": median(probes["bf16"] + [peaks["bf16"]])}
+    peaks = {
+        **peaks,
+        "fp32": median(probes["fp32"] + [peaks["fp32"]]),
+        "bf16": median(probes["bf16"] + [peaks["bf16"]]),
+    }
 
     med = {name: median(ts) for name, ts in times.items()}
     print(f"\nresult {res}x{res} (median s/step; ratio = reference time / time, per image):")
-    print(f"  {'case':<26s} {'batch':>5s} {'s/step':>8s} {'img/s':>8s} {'ratio':>7s} {'vs':<18s} {'GFLOP/s':>8s} "
-          f"{'% fp32 peak':>11s} {'% bf16 peak':>11s}")
+    print(
+        f"  {'case':<26s} {'batch':>5s} {'s/step':>8s} {'img/s':>8s} {'ratio':>7s} {'vs':<18s} {'GFLOP/s':>8s} "
+        f"{'% fp32 peak':>11s} {'% bf16 peak':>11s}"
+    )
     for name, t in med.items():
         batch, ref = (args.batch, None) if name == BASE else trainers[name][1:]
         ips = batch / t
@@ -339,19 +380,27 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
         else:
             ref_batch = args.batch if ref == BASE else trainers[ref][1]
             rtxt, vs = f"{ips / (ref_batch / med[ref]):.2f}x", ("baseline" if ref == BASE else ref)
-        print(f"  {name:<26s} {batch:5d} {t:8.2f} {ips:8.1f} {rtxt:>7s} {vs:<18s} {gf:8.1f} "
-              f"{100 * gf / peaks['fp32']:10.0f}% {100 * gf / peaks['bf16']:10.0f}%")
-    print(f"  (matmul rates, median of the start and each repeat, {args.threads_note}: "
-          f"fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s)")
-    print(f"HEADLINE {res}px batch {args.batch}: project step {args.batch / med['project (auto)']:.1f} img/s, "
-          f"baseline {args.batch / med[BASE]:.1f} img/s, ratio {med[BASE] / med['project (auto)']:.2f}x")
+        print(
+            f"  {name:<26s} {batch:5d} {t:8.2f} {ips:8.1f} {rtxt:>7s} {vs:<18s} {gf:8.1f} "
+            f"{100 * gf / peaks['fp32']:10.0f}% {100 * gf / peaks['bf16']:10.0f}%"
+        )
+    print(
+        f"  (matmul rates, median of the start and each repeat, {args.threads_note}: "
+        f"fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s)"
+    )
+    print(
+        f"HEADLINE {res}px batch {args.batch}: project step {args.batch / med['project (auto)']:.1f} img/s, "
+        f"baseline {args.batch / med[BASE]:.1f} img/s, ratio {med[BASE] / med['project (auto)']:.2f}x"
+    )
 
     # Same maths? Trainers of the same batch ran the same steps from the same seed and batches.
     for name, (tr, batch, ref) in trainers.items():
         other = project if ref == BASE else trainers[ref][0]
         if tr is not other and tr.step == other.step and batch == trainers["project (auto)" if ref == BASE else ref][1]:
-            print(f"  G after {tr.step} steps, {name} vs {'auto' if ref == BASE else ref}: "
-                  f"||w - w_auto|| / ||w_auto - w_init|| = {update_rel_diff(tr.g, other.g, w0):.2e}")
+            print(
+                f"  G after {tr.step} steps, {name} vs {'auto' if ref == BASE else ref}: "
+                f"||w - w_auto|| / ||w_auto - w_init|| = {update_rel_diff(tr.g, other.g, w0):.2e}"
+            )
     for tr, _, _ in trainers.values():
         tr.lock.release()
 
@@ -363,12 +412,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1, help="timed steps per repeat (default 1)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per case first (default 1)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians reported (default 3)")
-    ap.add_argument("--options", default="",
-                    help=f"comma list of extra variants of the project's step: {', '.join(OPTIONS)}, or 'all'")
-    ap.add_argument("--slow-batch", type=int, default=16,
-                    help="batch for options too slow for the full batch here (bf16 without native bf16)")
-    ap.add_argument("--peak-n", type=int, default=None,
-                    help="matmul size for the peak measurement (default 1024 on CPU, 8192 on a GPU)")
+    ap.add_argument(
+        "--options",
+        default="",
+        help=f"comma list of extra variants of the project's step: {', '.join(OPTIONS)}, or 'all'",
+    )
+    ap.add_argument(
+        "--slow-batch",
+        type=int,
+        default=16,
+        help="batch for options too slow for the full batch here (bf16 without native bf16)",
+    )
+    ap.add_argument(
+        "--peak-n",
+        type=int,
+        default=None,
+        help="matmul size for the peak measurement (default 1024 on CPU, 8192 on a GPU)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu, cuda or mps: where both sides run (default cpu)")
     args = ap.parse_args(argv)
     if args.peak_n is None:
@@ -382,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name(torch.device(args.device))}")
     peaks = matmul_peaks(n=args.peak_n, device=args.device)
-    print(f"matmul peak (median of 3): fp32 {peaks['fp32']:.1f} GFLOP/s ({peaks['n_fp32']}^3), "
-          f"bf16 {peaks['bf16']:.1f} GFLOP/s ({peaks['n_bf16']}^3)")
+    print(
+        f"matmul peak (median of 3): fp32 {peaks['fp32']:.1f} GFLOP/s ({peaks['n_fp32']}^3), "
+        f"bf16 {peaks['bf16']:.1f} GFLOP/s ({peaks['n_bf16']}^3)"
+    )
     with tempfile.TemporaryDirectory(prefix="bench_train-") as tmp:
         for res in (int(r) for r in args.res.split(",")):
             bench_resolution(res, args, peaks, Path(tmp))

@@ -13,8 +13,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -22,8 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))  # synthetic_faces: the datasets the tes
 
 import torch  # noqa: E402
 
-from fakefacegen.runtime import (available_cores, choose_fast_path, cpu_capability,  # noqa: E402
-                                 cpu_has_native_bf16, cpu_name)
+from fakefacegen.runtime import available_cores, choose_fast_path, cpu_capability, cpu_has_native_bf16, cpu_name  # noqa: E402
 from synthetic_faces import make_dataset_dir  # noqa: E402
 
 CELEBA64 = Path("/work/data/celeba64")
@@ -53,8 +52,9 @@ def header(title: str) -> None:
     sys.stdout.flush()
 
 
-def interleaved(cases: dict[str, Callable[[], float | None]], repeats: int, *, verbose: bool = True,
-                unit: str = "s") -> dict[str, list[float]]:
+def interleaved(
+    cases: dict[str, Callable[[], float | None]], repeats: int, *, verbose: bool = True, unit: str = "s"
+) -> dict[str, list[float]]:
     """Run every case once per repeat, alternating the order (ABC, CBA, ...); returns seconds per case.
 
     A case returns its own measured seconds (to leave set-up out) or None to be timed whole.
@@ -62,7 +62,7 @@ def interleaved(cases: dict[str, Callable[[], float | None]], repeats: int, *, v
     names = list(cases)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             t0 = time.perf_counter()
             got = cases[name]()
             s = got if got is not None else time.perf_counter() - t0
@@ -90,7 +90,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5, device: str 
         a @ b
         sync()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def matmul_peaks(repeats: int = 3, n: int = 1024, device: str = "cpu") -> dict[str, float]:
@@ -102,7 +102,7 @@ def matmul_peaks(repeats: int = 3, n: int = 1024, device: str = "cpu") -> dict[s
     nb = n if (device != "cpu" or cpu_has_native_bf16()) else n // 2
     res: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for r in range(repeats):
-        for name in (("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32")):
+        for name in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
             if name == "fp32":
                 res[name].append(matmul_gflops(torch.float32, n, device=device))
             else:

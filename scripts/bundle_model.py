@@ -1,6 +1,7 @@
 """Package a run's generator as the bundled model: EMA weights, float16 safetensors, metrics in metadata.
 
-    python scripts/bundle_model.py RUN_DIR|CHECKPOINT|GENERATOR.safetensors [--eval eval.json] [--out src/fakefacegen/assets/celeba64.safetensors]
+    python scripts/bundle_model.py RUN_DIR|CHECKPOINT|GENERATOR.safetensors [--eval eval.json]
+        [--out src/fakefacegen/assets/celeba64.safetensors]
 
 The checkpoint's EMA generator (BatchNorm statistics re-estimated for the EMA weights) is written in
 float16 with its model config and provenance (images seen, steps, recipe, metrics with their protocol)
@@ -21,7 +22,9 @@ from fakefacegen.generate import load_generator
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="run directory (its latest checkpoint), one checkpoint file, or a generator .safetensors")
+    p.add_argument(
+        "run_dir", help="run directory (its latest checkpoint), one checkpoint file, or a generator .safetensors"
+    )
     p.add_argument("--eval", default=None, help="JSON written by `fakefacegen evaluate --out`")
     p.add_argument("--out", default="src/fakefacegen/assets/celeba64.safetensors")
     p.add_argument("--name", default="fakefacegen-celeba64")
@@ -40,9 +43,14 @@ def main() -> None:
         ck = load_checkpoint(ck_path)
         G = load_generator(ck_path)  # EMA weights with re-estimated BatchNorm statistics
         state, model_cfg = G.net.state_dict(), ck["config"]["model"]
-        meta = {"images_seen": ck["images_seen"], "step": ck["step"], "ema": G.meta.get("ema"),
-                "preset": ck["config"].get("preset"), "train_elapsed_s": round(ck.get("elapsed_s", 0.0)),
-                "source_checkpoint": ck_path.name}
+        meta = {
+            "images_seen": ck["images_seen"],
+            "step": ck["step"],
+            "ema": G.meta.get("ema"),
+            "preset": ck["config"].get("preset"),
+            "train_elapsed_s": round(ck.get("elapsed_s", 0.0)),
+            "source_checkpoint": ck_path.name,
+        }
         what = f"{ck_path} (step {ck['step']}, {ck['images_seen']} images seen)"
     meta["name"] = a.name
     if a.preset:

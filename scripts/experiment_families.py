@@ -50,8 +50,23 @@ def status(run_dir: Path | None) -> str:
 
 def evaluate(exe: list[str], rd: Path, data: str, n: int, out: Path, psi: float = 1.0) -> None:
     if not out.exists():
-        run(exe + ["evaluate", str(rd), "--data", data, "--metrics", "fid,kid,pr", "-n", str(n),
-                   "--psi", str(psi), "--out", str(out)])
+        run(
+            exe
+            + [
+                "evaluate",
+                str(rd),
+                "--data",
+                data,
+                "--metrics",
+                "fid,kid,pr",
+                "-n",
+                str(n),
+                "--psi",
+                str(psi),
+                "--out",
+                str(out),
+            ]
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +101,29 @@ def main(argv: list[str] | None = None) -> int:
                 if rd is not None and any((rd / "checkpoints").glob("ckpt-*.pt")):
                     run(exe + ["train", "--resume", str(rd), "--quiet"])
                 else:
-                    run(exe + ["train", "--data", args.data, "--preset", preset, "--outdir", str(out),
-                               "--name", name, "--steps", str(args.budget // batch), "--batch-size", str(batch),
-                               "--seed", str(seed), "--quiet", "--set", f"train.threads={args.threads}"])
+                    run(
+                        exe
+                        + [
+                            "train",
+                            "--data",
+                            args.data,
+                            "--preset",
+                            preset,
+                            "--outdir",
+                            str(out),
+                            "--name",
+                            name,
+                            "--steps",
+                            str(args.budget // batch),
+                            "--batch-size",
+                            str(batch),
+                            "--seed",
+                            str(seed),
+                            "--quiet",
+                            "--set",
+                            f"train.threads={args.threads}",
+                        ]
+                    )
                 rd = find_run(out, name)
             assert rd is not None
             evaluate(exe, rd, args.data, args.eval_n, rd / f"eval-{args.eval_n}.json")
@@ -96,8 +131,17 @@ def main(argv: list[str] | None = None) -> int:
                 for psi in (float(p) for p in args.psi.split(",") if p):
                     evaluate(exe, rd, args.data, args.eval_n, rd / f"eval-{args.eval_n}-psi{psi:g}.json", psi)
             runs.append(rd)
-    run(exe + ["compare", *[str(r) for r in runs], "--out", str(out / "report"),
-               "--title", f"Model families at {args.budget:,} images seen"])
+    run(
+        exe
+        + [
+            "compare",
+            *[str(r) for r in runs],
+            "--out",
+            str(out / "report"),
+            "--title",
+            f"Model families at {args.budget:,} images seen",
+        ]
+    )
     return 0
 
 

@@ -27,9 +27,20 @@ VARIANTS: dict[str, tuple[int, list[str]]] = {
     "reference": (128, []),
     "ema": (128, ["train.ema=0.995", "train.ema_start=50"]),
     "diffaug": (128, ["train.augment=color,translation"]),
-    "hinge-sn-ttur": (128, ["train.loss=hinge", "model.spectral_norm=true", "model.d_norm=none",
-                            "g_opt.lr=0.0001", "d_opt.lr=0.0004", "g_opt.beta1=0.0", "g_opt.beta2=0.9",
-                            "d_opt.beta1=0.0", "d_opt.beta2=0.9"]),
+    "hinge-sn-ttur": (
+        128,
+        [
+            "train.loss=hinge",
+            "model.spectral_norm=true",
+            "model.d_norm=none",
+            "g_opt.lr=0.0001",
+            "d_opt.lr=0.0004",
+            "g_opt.beta1=0.0",
+            "g_opt.beta2=0.9",
+            "d_opt.beta1=0.0",
+            "d_opt.beta2=0.9",
+        ],
+    ),
     "ema-diffaug-b64": (64, ["train.ema=0.995", "train.ema_start=100", "train.augment=color,translation"]),
     "b64": (64, []),
     # Preset celeba64-cpu (the bundled model until 2026-11-30): the winner's switches with a longer EMA horizon.
@@ -87,21 +98,60 @@ def main(argv: list[str] | None = None) -> int:
                 run(exe + ["train", "--resume", str(rd), "--quiet"])
             else:
                 steps = args.budget // batch
-                cmd = exe + ["train", "--data", args.data, "--preset", "celeba64-tutorial",
-                             "--outdir", str(out), "--name", name, "--steps", str(steps),
-                             "--batch-size", str(batch), "--seed", str(args.seed), "--quiet",
-                             "--set", f"train.ckpt_every={max(steps // 4, 1)}",
-                             "--set", f"train.sample_every={max(steps // 4, 1)}"]
+                cmd = exe + [
+                    "train",
+                    "--data",
+                    args.data,
+                    "--preset",
+                    "celeba64-tutorial",
+                    "--outdir",
+                    str(out),
+                    "--name",
+                    name,
+                    "--steps",
+                    str(steps),
+                    "--batch-size",
+                    str(batch),
+                    "--seed",
+                    str(args.seed),
+                    "--quiet",
+                    "--set",
+                    f"train.ckpt_every={max(steps // 4, 1)}",
+                    "--set",
+                    f"train.sample_every={max(steps // 4, 1)}",
+                ]
                 for s in sets:
                     cmd += ["--set", s]
                 run(cmd)
             rd = find_run(out, name)
         ev = rd / f"eval-{args.eval_n}.json"
         if not ev.exists():
-            run(exe + ["evaluate", str(rd), "--data", args.data, "--metrics", "fid,kid",
-                       "-n", str(args.eval_n), "--out", str(ev)])
-    run(exe + ["compare", *[str(find_run(out, n)) for n in names], "--out", str(out / "report"),
-               "--title", f"Recipes at {args.budget:,} images seen"])
+            run(
+                exe
+                + [
+                    "evaluate",
+                    str(rd),
+                    "--data",
+                    args.data,
+                    "--metrics",
+                    "fid,kid",
+                    "-n",
+                    str(args.eval_n),
+                    "--out",
+                    str(ev),
+                ]
+            )
+    run(
+        exe
+        + [
+            "compare",
+            *[str(find_run(out, n)) for n in names],
+            "--out",
+            str(out / "report"),
+            "--title",
+            f"Recipes at {args.budget:,} images seen",
+        ]
+    )
     return 0
 
 

@@ -31,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     if 2 * args.n > len(images):
         raise SystemExit(f"{args.data}: {len(images)} images, too few for two halves of {args.n}")
     order = np.random.default_rng(args.seed).permutation(len(images))
-    a, b = np.asarray(images[np.sort(order[:args.n])]), np.asarray(images[np.sort(order[args.n:2 * args.n])])
-    r = evaluate_images(a, b, args.metrics.split(","), n=args.n, cache=False, seed=args.seed,
-                        kid_subset_size=min(1000, args.n))
+    a, b = np.asarray(images[np.sort(order[: args.n])]), np.asarray(images[np.sort(order[args.n : 2 * args.n])])
+    r = evaluate_images(
+        a, b, args.metrics.split(","), n=args.n, cache=False, seed=args.seed, kid_subset_size=min(1000, args.n)
+    )
     r["protocol"]["halves"] = {"data": str(Path(args.data).resolve()), "n": args.n, "seed": args.seed}
     text = json.dumps(r, indent=2, default=str)
     if args.out:

@@ -225,7 +225,9 @@ def _bad_files(good_run: Path, d: Path, marker: Path) -> dict[str, tuple[Path, s
     put("nan_weights.pt", None, f"G weight {first} contains NaN/Inf", obj=nan_state)
     # a 64 px generator's weights in a checkpoint that says 32 px
     g64, _ = build_models(ModelConfig(resolution=64, width=8, z_dim=16))
-    put("res64_in_32.pt", None, "do not fit a 32px generator", obj={**state, "G": g64.state_dict(), "G_ema": None})
+    put(
+        "res64_in_32.pt", None, "do not fit a 32px dcgan generator", obj={**state, "G": g64.state_dict(), "G_ema": None}
+    )
     # code execution attempts: a zip checkpoint, a raw pickle and the legacy torch format
     put("evil_zip.pt", None, "refused to load", obj={**state, "G": _Evil(marker)})
     put("evil_pickle.pt", pickle.dumps({"format": FORMAT, "G": _Evil(marker)}), "refused to load")

@@ -16,8 +16,13 @@ from fakefacegen.checkpoint import list_checkpoints, load_checkpoint, save_gener
 from fakefacegen.config import ConfigError, ModelConfig, make_config
 from fakefacegen.generate import load_generator, noise
 from fakefacegen.models import build_models
-from fakefacegen.stylegan import (ModulatedConv2d, ResidualDiscriminator, StyleGenerator, minibatch_stddev,
-                                  style_channels)
+from fakefacegen.stylegan import (
+    ModulatedConv2d,
+    ResidualDiscriminator,
+    StyleGenerator,
+    minibatch_stddev,
+    style_channels,
+)
 from fakefacegen.train import Trainer
 
 STYLE = ["model.arch=style"]
@@ -60,7 +65,7 @@ def test_modulated_conv_equals_per_sample_weights():
     for n in range(3):
         wt = layer.weight * layer.gain * s[n][None, :, None, None]
         wt = wt / wt.square().sum((1, 2, 3), keepdim=True).add(1e-8).sqrt()
-        y = F.conv2d(x[n:n + 1], wt, padding=1) + layer.bias[None, :, None, None]
+        y = F.conv2d(x[n : n + 1], wt, padding=1) + layer.bias[None, :, None, None]
         expect.append(F.leaky_relu(y, 0.2) * math.sqrt(2))
     torch.testing.assert_close(got, torch.cat(expect), rtol=1e-5, atol=1e-5)
 
@@ -79,9 +84,9 @@ def test_minibatch_stddev_matches_a_direct_computation_and_shards():
     y = minibatch_stddev(x)
     assert y.shape == (8, 6, 4, 4) and torch.equal(y[:, :5], x)
     for grp in range(2):
-        rows = x[4 * grp: 4 * grp + 4]
+        rows = x[4 * grp : 4 * grp + 4]
         expect = rows.var(0, unbiased=False).add(1e-8).sqrt().mean()
-        torch.testing.assert_close(y[4 * grp: 4 * grp + 4, 5], expect.expand(4, 4, 4))
+        torch.testing.assert_close(y[4 * grp : 4 * grp + 4, 5], expect.expand(4, 4, 4))
     # Two processes holding 4 rows each compute what one process holding all 8 does.
     torch.testing.assert_close(torch.cat([minibatch_stddev(x[:4]), minibatch_stddev(x[4:])]), y)
 
@@ -140,8 +145,11 @@ def test_load_generator_sets_w_avg_and_samples_deterministically(tmp_path):
 
 
 def test_trains_and_exports_a_loadable_generator(dataset32, tmp_path):
-    cfg = make_config("debug", STYLE + ["train.steps=6", "train.ema=0.9", "train.r1_gamma=0.1", "train.r1_every=2",
-                                        "train.r2_gamma=0.1"], data=str(dataset32))
+    cfg = make_config(
+        "debug",
+        STYLE + ["train.steps=6", "train.ema=0.9", "train.r1_gamma=0.1", "train.r1_every=2", "train.r2_gamma=0.1"],
+        data=str(dataset32),
+    )
     run = Trainer(cfg, outdir=tmp_path, progress=False).run()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 7))
@@ -170,9 +178,20 @@ def test_r2_changes_the_discriminator_update(dataset32, tmp_path):
 
 def test_resume_continues_exactly(dataset32, tmp_path):
     torch.set_num_threads(1)
-    cfg = make_config("debug", STYLE + ["train.steps=6", "train.ckpt_every=2", "train.ema=0.9",
-                                        "train.augment=color,translation,cutout", "train.r1_gamma=0.1",
-                                        "train.r1_every=3", "train.r2_gamma=0.1"], data=str(dataset32))
+    cfg = make_config(
+        "debug",
+        STYLE
+        + [
+            "train.steps=6",
+            "train.ckpt_every=2",
+            "train.ema=0.9",
+            "train.augment=color,translation,cutout",
+            "train.r1_gamma=0.1",
+            "train.r1_every=3",
+            "train.r2_gamma=0.1",
+        ],
+        data=str(dataset32),
+    )
     full = Trainer(cfg, outdir=tmp_path / "a", progress=False).run()
     part_dir = Trainer(cfg, outdir=tmp_path / "b", progress=False, stop_after=3).run()
     resumed = Trainer(resume=part_dir, progress=False).run()
@@ -238,8 +257,12 @@ def test_the_demo_serves_a_style_model(style_G):
 def test_bf16_autocast_path_trains(dataset32, tmp_path):
     """The CPU fast path on native-bf16 CPUs is bf16 autocast + channels_last: the family must train
     under it (here forced, whatever this CPU has) with finite losses and an R1 step."""
-    cfg = make_config("debug", STYLE + ["train.steps=2", "train.precision=bf16", "train.channels_last=on",
-                                        "train.r1_gamma=0.1", "train.r1_every=2"], data=str(dataset32))
+    cfg = make_config(
+        "debug",
+        STYLE
+        + ["train.steps=2", "train.precision=bf16", "train.channels_last=on", "train.r1_gamma=0.1", "train.r1_every=2"],
+        data=str(dataset32),
+    )
     run = Trainer(cfg, outdir=tmp_path, progress=False).run()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in log) and log[0]["r1"] > 0

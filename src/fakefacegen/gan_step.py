@@ -42,8 +42,16 @@ class StepOutput:
 class GANStep:
     """Updates D, then G, for one batch. ``G``/``D`` may be DDP-wrapped; the optimisers step them."""
 
-    def __init__(self, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, autocast: Callable[[], AbstractContextManager], cfg: TrainConfig):
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        autocast: Callable[[], AbstractContextManager],
+        cfg: TrainConfig,
+    ):
         self.G, self.D, self.opt_g, self.opt_d, self.scaler = G, D, opt_g, opt_d, scaler
         self.autocast, self.cfg = autocast, cfg
 
@@ -52,14 +60,16 @@ class GANStep:
         t = self.cfg
         return (t.r1_gamma > 0 or t.r2_gamma > 0) and step % t.r1_every == 0
 
-    def __call__(self, step: int, real: torch.Tensor, z: torch.Tensor,
-                 augment: Callable[[torch.Tensor], torch.Tensor]) -> StepOutput:
+    def __call__(
+        self, step: int, real: torch.Tensor, z: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor]
+    ) -> StepOutput:
         fake, d_out = self.d_phase(step, real, z, augment)
         loss_g = self.g_phase(fake, augment)
         return StepOutput(loss_g=loss_g, **d_out)
 
-    def d_phase(self, step: int, real: torch.Tensor, z: torch.Tensor,
-                augment: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def d_phase(
+        self, step: int, real: torch.Tensor, z: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Dmain / Dboth: maximise log D(x) + log(1 - D(G(z))) (or the hinge/LS objective), plus the penalties."""
         t = self.cfg
         reg = self.regularises(step)

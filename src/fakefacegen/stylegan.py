@@ -93,8 +93,9 @@ class ModulatedConv2d(nn.Module):
     ``up`` doubles the resolution (bilinear) after the modulation and before the convolution.
     """
 
-    def __init__(self, c_in: int, c_out: int, k: int, w_dim: int, *, demod: bool = True, up: bool = False,
-                 act: bool = True):
+    def __init__(
+        self, c_in: int, c_out: int, k: int, w_dim: int, *, demod: bool = True, up: bool = False, act: bool = True
+    ):
         super().__init__()
         self.affine = EqLinear(w_dim, c_in, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(c_out, c_in, k, k))
@@ -164,7 +165,8 @@ class StyleGenerator(nn.Module):
         res = sorted(ch)
         self.blocks = nn.ModuleList(
             [SynthesisBlock(ch[4], ch[4], w_dim, first=True)]
-            + [SynthesisBlock(ch[a], ch[b], w_dim, first=False) for a, b in zip(res[:-1], res[1:])])
+            + [SynthesisBlock(ch[a], ch[b], w_dim, first=False) for a, b in zip(res[:-1], res[1:])]
+        )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     @property
