@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_generator_file
 from .config import ConfigError, ModelConfig
+from .generator_network import GeneratorNetwork
 from .images import make_grid, save_png, to_uint8
 from .models import build_generator
 from .randomness import STREAM_SAMPLE, step_generator
@@ -54,7 +55,7 @@ def noise(n: int, z_dim: int, seed: int, *, truncation: float | None = None, sta
 class LoadedGenerator:
     """A generator ready to sample: ``G.sample(16, seed=0)`` -> uint8 (16, R, R, 3)."""
 
-    net: torch.nn.Module
+    net: GeneratorNetwork
     """The network: a DCGAN ``models.DCGANGenerator`` or a ``stylegan.StyleGenerator``; ``net(z, psi)``."""
     source: str
     meta: dict[str, Any] = field(default_factory=dict)

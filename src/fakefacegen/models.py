@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .gemm_conv import Conv2d, ConvTranspose2d
+from .generator_network import GeneratorNetwork
 from .randomness import seeded_rng
 
 
@@ -44,12 +45,11 @@ def channels(cfg: ModelConfig) -> list[int]:
     return [cfg.width * 2 ** (n - 1 - i) for i in range(n)]
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(GeneratorNetwork):
     """z (N, z_dim) -> image (N, 3, R, R) in [-1, 1]."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         k, p, op = _kernel(cfg.arch)
         ch = channels(cfg)
         layers: list[nn.Module] = [
@@ -69,24 +69,10 @@ class DCGANGenerator(nn.Module):
         layers += [ConvTranspose2d(ch[-1], 3, k, 2, p, output_padding=op, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    @property
-    def z_dim(self) -> int:
-        return self.cfg.z_dim
-
-    @property
-    def resolution(self) -> int:
-        return self.cfg.resolution
-
-    def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
+    def truncated(self, z: torch.Tensor, psi: float) -> torch.Tensor:
         """``psi`` < 1 moves z towards the average latent, z = 0 (the truncation trick in Z)."""
-        if z.dim() != 2 or z.shape[1] != self.cfg.z_dim:
-            raise ValueError(f"Generator expects noise of shape (N, {self.cfg.z_dim}), got {tuple(z.shape)}")
         if psi != 1.0:
             z = z * psi
-        return self.traceable_forward(z)
-
-    def traceable_forward(self, z: torch.Tensor) -> torch.Tensor:
-        """forward without the Python checks, for ONNX/TorchScript tracing."""
         return self.net(z[:, :, None, None])
 
 
@@ -133,7 +119,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_generator(cfg: ModelConfig) -> nn.Module:
+def build_generator(cfg: ModelConfig) -> GeneratorNetwork:
     """G of the family ``cfg.arch`` names (weights as constructed: see build_models for the DCGAN init)."""
     if cfg.family == "style":
         from .stylegan import StyleGenerator

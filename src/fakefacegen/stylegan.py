@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .generator_network import GeneratorNetwork
 
 ACT_GAIN = math.sqrt(2.0)  # keeps the expected magnitude through leaky ReLU(0.2), as StyleGAN2
 W_AVG_SAMPLES, W_AVG_SEED = 10_000, 20_241_201
@@ -151,13 +152,12 @@ class SynthesisBlock(nn.Module):
         return x, y
 
 
-class StyleGenerator(nn.Module):
+class StyleGenerator(GeneratorNetwork):
     """z (N, z_dim) -> image (N, 3, R, R), roughly in [-1, 1] (not squashed: as StyleGAN2, the
     image is clamped only when it is turned into pixels). ``forward(z, psi=0.7)`` truncates in W."""
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         ch = style_channels(cfg)
         w_dim = cfg.z_dim
         self.mapping = MappingNetwork(cfg.z_dim, w_dim, cfg.mapping_layers)
@@ -169,14 +169,6 @@ class StyleGenerator(nn.Module):
         )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    @property
-    def z_dim(self) -> int:
-        return self.cfg.z_dim
-
-    @property
-    def resolution(self) -> int:
-        return self.cfg.resolution
-
     def synthesis(self, w: torch.Tensor) -> torch.Tensor:
         x = self.const[None].expand(w.shape[0], -1, -1, -1)
         img = None
@@ -185,17 +177,12 @@ class StyleGenerator(nn.Module):
         assert img is not None
         return img
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0) -> torch.Tensor:
-        if z.dim() != 2 or z.shape[1] != self.cfg.z_dim:
-            raise ValueError(f"Generator expects noise of shape (N, {self.cfg.z_dim}), got {tuple(z.shape)}")
+    def truncated(self, z: torch.Tensor, psi: float) -> torch.Tensor:
+        """``psi`` < 1 moves w towards ``w_avg`` (StyleGAN's truncation trick, in W)."""
         w = self.mapping(z)
         if psi != 1.0:
             w = self.w_avg.float().lerp(w, psi)
         return self.synthesis(w)
-
-    def traceable_forward(self, z: torch.Tensor) -> torch.Tensor:
-        """forward without the Python checks, for ONNX/TorchScript tracing."""
-        return self.synthesis(self.mapping(z))
 
     @torch.no_grad()
     def compute_w_avg(self, n: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED) -> torch.Tensor:
