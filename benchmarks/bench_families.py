@@ -17,8 +17,6 @@ the style family of preset ``celeba64-style`` (width 16, batch 32), each as its 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import tempfile
 from pathlib import Path
@@ -26,8 +24,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import dataset_for, header, interleaved, matmul_peaks, median  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from common import (  # noqa: E402
+    count_flops,
+    dataset_for,
+    header,
+    interleaved,
+    matmul_peaks,
+    median,
+    quiet_trainer,
+    trainer_seconds_per_step,
+)
 
 from fakefacegen import train as train_mod  # noqa: E402
 from fakefacegen.config import make_config  # noqa: E402
@@ -44,29 +50,7 @@ def make_trainer(preset: str, res: int, data: Path, outdir: Path) -> train_mod.T
         "train.ckpt_every=1000000000",
         "eval.every=0",
     ]
-    cfg = make_config(preset, ov, data=str(data))
-    with contextlib.redirect_stderr(io.StringIO()):
-        tr = train_mod.Trainer(cfg, outdir=outdir, name=preset, progress=False)
-    tr._write_grids = lambda real=False: None  # bookkeeping around steps, not the step
-    tr._checkpoint = lambda final: None
-    return tr
-
-
-def seconds_per_step(tr: train_mod.Trainer, steps: int) -> float:
-    import time
-
-    torch.set_num_threads(tr.fast.threads)
-    tr.stop_after = steps
-    t0 = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()):
-        tr._loop()
-    return (time.perf_counter() - t0) / steps
-
-
-def flops(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return int(fc.get_total_flops())
+    return quiet_trainer(make_config(preset, ov, data=str(data)), outdir, preset)
 
 
 def step_flops(tr: train_mod.Trainer) -> int:
@@ -76,7 +60,7 @@ def step_flops(tr: train_mod.Trainer) -> int:
     z = torch.randn(t.batch_size, tr.cfg.model.z_dim)
     step = 1  # r1_every > 1 in both presets: step 1 is not a lazy-regularisation step
     assert not tr.gan_step.regularises(step)
-    return flops(lambda: tr.gan_step(step, real, z, lambda x: x))
+    return count_flops(lambda: tr.gan_step(step, real, z, lambda x: x))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                 g, d = train_mod._unwrap(tr.g), train_mod._unwrap(tr.d)
                 b = tr.cfg.train.batch_size
                 z = torch.randn(b, tr.cfg.model.z_dim)
-                g_fwd = flops(lambda: g(z)) / b  # (with autograd on: torch's flop counter fails under no_grad here)
+                g_fwd = (
+                    count_flops(lambda: g(z)) / b
+                )  # (with autograd on: torch's flop counter fails under no_grad here)
                 info[name] = {
                     "batch": b,
                     "G params": sum(p.numel() for p in g.parameters()),
@@ -106,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
                     "G fwd": g_fwd,
                     "step": step_flops(tr) / b,
                 }
-                seconds_per_step(tr, 2)  # warm-up: first-call allocations and oneDNN primitive creation
+                trainer_seconds_per_step(tr, 2)  # warm-up: first-call allocations and oneDNN primitive creation
             print(f"-- {res} px: {args.repeats} interleaved repeats of {args.steps} steps --")
             times = interleaved(
-                {n: (lambda tr=tr: seconds_per_step(tr, args.steps)) for n, tr in trainers.items()}, args.repeats
+                {n: (lambda tr=tr: trainer_seconds_per_step(tr, args.steps)) for n, tr in trainers.items()},
+                args.repeats,
             )
             print(
                 f"\n{'family':<24s} {'batch':>5s} {'G params':>10s} {'D params':>10s} {'G fwd MFLOP/img':>16s} "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import math
 import sys
 import tempfile
@@ -32,9 +31,18 @@ import time
 from pathlib import Path
 
 import torch  # noqa: E402
-from common import dataset_for, header, interleaved, matmul_peaks, median
+from common import (
+    count_flops,
+    dataset_for,
+    header,
+    interleaved,
+    matmul_peaks,
+    median,
+    quiet_trainer,
+    sync,
+    trainer_seconds_per_step,
+)
 from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import fakefacegen.train as train_mod  # noqa: E402
 from fakefacegen.config import make_config  # noqa: E402
@@ -187,14 +195,6 @@ def adam_kw(kind: str | None):
         train_mod._make_optimizer = orig
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that wall-clock covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def make_trainer(
     res: int,
     batch: int,
@@ -218,29 +218,7 @@ def make_trainer(
         *overrides,
     ]
     cfg = make_config(preset, ov, data=str(data))
-    with adam_kw(adam), contextlib.redirect_stderr(io.StringIO()):
-        tr = train_mod.Trainer(cfg, outdir=outdir, name=name, device=device, progress=False)
-    # Grids and checkpoints are bookkeeping around steps, not the step: switch them off.
-    tr._write_grids = lambda real=False: None
-    tr._checkpoint = lambda final: None
-    return tr
-
-
-def trainer_run(tr: train_mod.Trainer, steps: int) -> float:
-    """Seconds per step of ``steps`` real Trainer steps (its own data, flips, noise, D and G updates)."""
-    torch.set_num_threads(tr.fast.threads)  # each Trainer set the global count when built; restore its own
-    tr.stop_after = steps
-    t0 = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()):
-        tr._loop()
-    sync(tr.device)
-    return (time.perf_counter() - t0) / steps
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return int(fc.get_total_flops())
+    return quiet_trainer(cfg, outdir, name, device=device, context=adam_kw(adam))
 
 
 def flat_params(m: nn.Module) -> torch.Tensor:
@@ -313,7 +291,7 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     base8 = Baseline(res, small, real[:small].clone(), device=dev)
     f_base = count_flops(base8.step) / small
     tr8 = make_trainer(res, small, data, tmp, f"flops{res}", [], device=args.device)
-    f_proj = count_flops(lambda: trainer_run(tr8, 1)) / small
+    f_proj = count_flops(lambda: trainer_seconds_per_step(tr8, 1)) / small
     tr8.lock.release()
     print(
         f"conv/matmul FLOPs per step at batch {args.batch}: baseline {f_base * args.batch / 1e9:.1f} GFLOP, "
@@ -334,7 +312,7 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     for name, (tr, _, _) in trainers.items():
         n = args.warmup if name != "compile" else max(args.warmup, 2)
         t0 = time.perf_counter()
-        trainer_run(tr, n)
+        trainer_seconds_per_step(tr, n)
         if name == "compile":
             print(f"torch.compile: the first {n} steps, compilation included, took {time.perf_counter() - t0:.1f} s")
 
@@ -354,7 +332,7 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
 
     cases = {BASE: base_case}
     for name, (tr, _, _) in trainers.items():
-        cases[name] = lambda tr=tr: trainer_run(tr, args.steps)
+        cases[name] = lambda tr=tr: trainer_seconds_per_step(tr, args.steps)
     cases[PROBE] = peak_probe
     print(f"timing: {args.repeats} interleaved repeats of {args.steps} step(s) per case")
     times = interleaved(cases, args.repeats, unit="s/step")

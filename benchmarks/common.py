@@ -119,3 +119,49 @@ def dataset_for(resolution: int, tmp: Path, n: int = 512) -> tuple[Path, str]:
 
 def fmt_ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
+
+
+def quiet_trainer(cfg, outdir: Path, name: str, *, device: str = "cpu", context=None):
+    """A ``Trainer`` for timing steps: built without its start-up chatter, with the bookkeeping around
+    steps (grids, checkpoints) switched off. ``context`` wraps the construction (e.g. a patched optimiser)."""
+    import contextlib
+    import io
+
+    from fakefacegen.train import Trainer
+
+    with context or contextlib.nullcontext(), contextlib.redirect_stderr(io.StringIO()):
+        tr = Trainer(cfg, outdir=outdir, name=name, device=device, progress=False)
+    tr._write_grids = lambda real=False: None
+    tr._checkpoint = lambda final: None
+    return tr
+
+
+def trainer_seconds_per_step(tr, steps: int) -> float:
+    """Seconds per step of ``steps`` real Trainer steps (its own data, flips, noise, D and G updates)."""
+    import contextlib
+    import io
+
+    torch.set_num_threads(tr.fast.threads)  # each Trainer set the global count when built; restore its own
+    tr.stop_after = steps
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        tr._loop()
+    sync(tr.device)
+    return (time.perf_counter() - t0) / steps
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Matrix-product and convolution FLOPs of ``fn()`` (forward and backward), by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())

@@ -16,57 +16,15 @@ started again. Training images/s is in each run's log.jsonl and run.json (elapse
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from experiment_common import compare, evaluate, train_or_resume
 
 # name -> (preset, batch size). The first is the baseline.
 FAMILIES: dict[str, tuple[str, int]] = {
     "dcgan-best": ("celeba64-best", 64),
     "style-w16": ("celeba64-style", 32),
 }
-
-
-def run(cmd: list[str]) -> None:
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-
-
-def find_run(outdir: Path, name: str) -> Path | None:
-    """The run directory train created for this name (outdir/NNNNN-name), if any."""
-    found = sorted(outdir.glob(f"[0-9][0-9][0-9][0-9][0-9]-{name}"))
-    return found[-1] if found else None
-
-
-def status(run_dir: Path | None) -> str:
-    if run_dir is None:
-        return ""
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("status", "")
-    except (OSError, ValueError):
-        return ""
-
-
-def evaluate(exe: list[str], rd: Path, data: str, n: int, out: Path, psi: float = 1.0) -> None:
-    if not out.exists():
-        run(
-            exe
-            + [
-                "evaluate",
-                str(rd),
-                "--data",
-                data,
-                "--metrics",
-                "fid,kid,pr",
-                "-n",
-                str(n),
-                "--psi",
-                str(psi),
-                "--out",
-                str(out),
-            ]
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,60 +46,33 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown famil(ies) {unknown}; known: {', '.join(FAMILIES)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    exe = [sys.executable, "-m", "fakefacegen"]
     runs = []
     for family in only or list(FAMILIES):
         preset, batch = FAMILIES[family]
-        if args.budget % batch:
-            raise SystemExit(f"--budget {args.budget} is not a multiple of {family}'s batch size {batch}")
         for seed in seeds:
-            name = f"{family}-s{seed}"
-            rd = find_run(out, name)
-            if status(rd) != "complete":
-                if rd is not None and any((rd / "checkpoints").glob("ckpt-*.pt")):
-                    run(exe + ["train", "--resume", str(rd), "--quiet"])
-                else:
-                    run(
-                        exe
-                        + [
-                            "train",
-                            "--data",
-                            args.data,
-                            "--preset",
-                            preset,
-                            "--outdir",
-                            str(out),
-                            "--name",
-                            name,
-                            "--steps",
-                            str(args.budget // batch),
-                            "--batch-size",
-                            str(batch),
-                            "--seed",
-                            str(seed),
-                            "--quiet",
-                            "--set",
-                            f"train.threads={args.threads}",
-                        ]
-                    )
-                rd = find_run(out, name)
-            assert rd is not None
-            evaluate(exe, rd, args.data, args.eval_n, rd / f"eval-{args.eval_n}.json")
+            rd = train_or_resume(
+                out,
+                f"{family}-s{seed}",
+                args.data,
+                preset,
+                budget=args.budget,
+                batch=batch,
+                seed=seed,
+                sets=[f"train.threads={args.threads}"],
+            )
+            evaluate(rd, args.data, args.eval_n, "fid,kid,pr", rd / f"eval-{args.eval_n}.json")
             if family.startswith("style") and seed == seeds[0]:
                 for psi in (float(p) for p in args.psi.split(",") if p):
-                    evaluate(exe, rd, args.data, args.eval_n, rd / f"eval-{args.eval_n}-psi{psi:g}.json", psi)
+                    evaluate(
+                        rd,
+                        args.data,
+                        args.eval_n,
+                        "fid,kid,pr",
+                        rd / f"eval-{args.eval_n}-psi{psi:g}.json",
+                        ["--psi", str(psi)],
+                    )
             runs.append(rd)
-    run(
-        exe
-        + [
-            "compare",
-            *[str(r) for r in runs],
-            "--out",
-            str(out / "report"),
-            "--title",
-            f"Model families at {args.budget:,} images seen",
-        ]
-    )
+    compare(runs, out / "report", f"Model families at {args.budget:,} images seen")
     return 0
 
 

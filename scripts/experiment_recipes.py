@@ -17,10 +17,9 @@ batch-128 one.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from experiment_common import compare, evaluate, train_or_resume
 
 # name -> (batch size, --set overrides). The first is the baseline the others are compared with.
 VARIANTS: dict[str, tuple[int, list[str]]] = {
@@ -50,26 +49,6 @@ VARIANTS: dict[str, tuple[int, list[str]]] = {
 DEFAULT_VARIANTS = ("reference", "ema", "diffaug", "hinge-sn-ttur", "ema-diffaug-b64", "b64")
 
 
-def run(cmd: list[str]) -> None:
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-
-
-def find_run(outdir: Path, name: str) -> Path | None:
-    """The run directory train created for this variant (outdir/NNNNN-name), if any."""
-    found = sorted(outdir.glob(f"[0-9][0-9][0-9][0-9][0-9]-{name}"))
-    return found[-1] if found else None
-
-
-def status(run_dir: Path | None) -> str:
-    if run_dir is None:
-        return ""
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("status", "")
-    except (OSError, ValueError):
-        return ""
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="prepared 64x64 dataset (both ../shared folders)")
@@ -87,71 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     names = [n for n in VARIANTS if n in only] if only else list(DEFAULT_VARIANTS)
-    exe = [sys.executable, "-m", "fakefacegen"]
+    runs = []
     for name in names:
         batch, sets = VARIANTS[name]
-        if args.budget % batch:
-            raise SystemExit(f"--budget {args.budget} is not a multiple of {name}'s batch size {batch}")
-        rd = find_run(out, name)
-        if status(rd) != "complete":
-            if rd is not None and any((rd / "checkpoints").glob("ckpt-*.pt")):
-                run(exe + ["train", "--resume", str(rd), "--quiet"])
-            else:
-                steps = args.budget // batch
-                cmd = exe + [
-                    "train",
-                    "--data",
-                    args.data,
-                    "--preset",
-                    "celeba64-tutorial",
-                    "--outdir",
-                    str(out),
-                    "--name",
-                    name,
-                    "--steps",
-                    str(steps),
-                    "--batch-size",
-                    str(batch),
-                    "--seed",
-                    str(args.seed),
-                    "--quiet",
-                    "--set",
-                    f"train.ckpt_every={max(steps // 4, 1)}",
-                    "--set",
-                    f"train.sample_every={max(steps // 4, 1)}",
-                ]
-                for s in sets:
-                    cmd += ["--set", s]
-                run(cmd)
-            rd = find_run(out, name)
-        ev = rd / f"eval-{args.eval_n}.json"
-        if not ev.exists():
-            run(
-                exe
-                + [
-                    "evaluate",
-                    str(rd),
-                    "--data",
-                    args.data,
-                    "--metrics",
-                    "fid,kid",
-                    "-n",
-                    str(args.eval_n),
-                    "--out",
-                    str(ev),
-                ]
-            )
-    run(
-        exe
-        + [
-            "compare",
-            *[str(find_run(out, n)) for n in names],
-            "--out",
-            str(out / "report"),
-            "--title",
-            f"Recipes at {args.budget:,} images seen",
-        ]
-    )
+        steps = args.budget // batch
+        every = [f"train.ckpt_every={max(steps // 4, 1)}", f"train.sample_every={max(steps // 4, 1)}"]
+        rd = train_or_resume(
+            out,
+            name,
+            args.data,
+            "celeba64-tutorial",
+            budget=args.budget,
+            batch=batch,
+            seed=args.seed,
+            sets=every + sets,
+        )
+        evaluate(rd, args.data, args.eval_n, "fid,kid", rd / f"eval-{args.eval_n}.json")
+        runs.append(rd)
+    compare(runs, out / "report", f"Recipes at {args.budget:,} images seen")
     return 0
 
 
