@@ -7,6 +7,8 @@ the ``generator`` passed in, so a run is repeatable and resumable bit for bit.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 Rows = tuple[int, int] | None
@@ -72,7 +74,13 @@ def cutout(x: torch.Tensor, rng: torch.Generator | None = None, ratio: float = 0
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-POLICIES = {"color": color, "translation": translation, "cutout": cutout}
+class Policy(Protocol):
+    """What a DiffAugment policy is: ``x`` and the random stream in, augmented ``x`` out."""
+
+    def __call__(self, x: torch.Tensor, rng: torch.Generator | None = None, *, rows: Rows = None) -> torch.Tensor: ...
+
+
+POLICIES: dict[str, Policy] = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(x: torch.Tensor, policy: str, rng: torch.Generator | None = None, rows: Rows = None) -> torch.Tensor:

@@ -249,7 +249,9 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
     for name, value in d.items():
         t = hints[name]
         key = prefix + name
-        kwargs[name] = _build(t, value, key + ".") if is_dataclass(t) else _coerce(t, value, key)
+        kwargs[name] = (
+            _build(t, value, key + ".") if isinstance(t, type) and is_dataclass(t) else _coerce(t, value, key)
+        )
     return cls(**kwargs)
 
 
@@ -295,7 +297,7 @@ def load_preset(name: str) -> dict[str, Any]:
     if p.suffix in (".yaml", ".yml") and p.exists():
         text = p.read_text()
     else:
-        f = resources.files("fakefacegen").joinpath("configs", f"{name}.yaml")
+        f = resources.files("fakefacegen").joinpath("configs").joinpath(f"{name}.yaml")
         if not f.is_file():
             raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
         text = f.read_text()

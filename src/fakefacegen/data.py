@@ -9,8 +9,9 @@ single process would see with the same global batch size).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -99,7 +100,9 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=_identity,
+        # torch types collate_fn as taking a list of samples; with a dataset that has __getitems__ it
+        # receives what __getitems__ returns, here the batch tensor.
+        collate_fn=cast(Callable[[list[Any]], Any], _identity),
         num_workers=num_workers,
         pin_memory=False,
         persistent_workers=num_workers > 0,

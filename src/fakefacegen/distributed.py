@@ -163,14 +163,16 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        if self.track_running_stats:
+        tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+        # The buffers are None exactly when the module was built without track_running_stats.
+        if self.track_running_stats and tracked is not None and running_mean is not None and running_var is not None:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                f = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                tracked.add_(1)
+                f = (1.0 / float(tracked)) if self.momentum is None else self.momentum
                 n = float(count)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), f)
+                running_mean.lerp_(mean.detach().to(running_mean.dtype), f)
                 unbiased = var.detach() * (n / max(n - 1.0, 1.0))
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), f)
+                running_var.lerp_(unbiased.to(running_var.dtype), f)
         return y
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from .generate import LoadedGenerator
+    from .generator_network import GeneratorNetwork
 
 FORMATS = ("onnx", "torchscript")
 ONNX_FILE = "generator.onnx"
@@ -61,7 +62,7 @@ def _export_module(G: LoadedGenerator) -> torch.nn.Module:
     import torch
 
     class _Exported(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module):
+        def __init__(self, net: GeneratorNetwork):
             super().__init__()
             self.net = net
 

@@ -30,6 +30,8 @@ in training). ``runtime.choose_fast_path`` decides from the CPU whether a traini
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -125,6 +127,10 @@ MAX_PIXELS = 16
 class _GemmRoute:
     gemm_max_pixels: int = 0
     """0: never take the matrix-multiply route (the default for every layer)."""
+    # Set by the torch conv class this is mixed into (declared here for the type checker only).
+    groups: int
+    dilation: tuple[int, ...]
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"]
 
     def _route_ok(self, x: torch.Tensor, small_pixels: int) -> bool:
         return (
@@ -161,7 +167,12 @@ class ConvTranspose2d(_GemmRoute, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` with a matmul + col2im route for small inputs (see the module docstring)."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or x.dim() != 4 or not self._route_ok(x, x.shape[2] * x.shape[3]):
+        if (
+            output_size is not None
+            or isinstance(self.padding, str)  # never for a transposed conv; narrows the type
+            or x.dim() != 4
+            or not self._route_ok(x, x.shape[2] * x.shape[3])
+        ):
             return super().forward(x, output_size)
         n, c, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding

@@ -27,7 +27,7 @@ BUNDLED = "celeba64.safetensors"
 
 
 def bundled_model_path() -> Path:
-    return Path(str(resources.files("fakefacegen").joinpath("assets", BUNDLED)))
+    return Path(str(resources.files("fakefacegen").joinpath("assets").joinpath(BUNDLED)))
 
 
 def noise(n: int, z_dim: int, seed: int, *, truncation: float | None = None, start: int = 0) -> torch.Tensor:
@@ -116,7 +116,7 @@ def check_psi(psi: float) -> None:
         raise ValueError(f"--psi must be in [0, 1] (1 = no truncation), got {psi}")
 
 
-def _from_state(state: dict[str, torch.Tensor], model: dict[str, Any], source: str) -> torch.nn.Module:
+def _from_state(state: dict[str, torch.Tensor], model: dict[str, Any], source: str) -> GeneratorNetwork:
     try:
         mc = ModelConfig(**model)
         mc.validate()
@@ -130,7 +130,9 @@ def _from_state(state: dict[str, torch.Tensor], model: dict[str, Any], source: s
             f"{source}: weights do not fit a {mc.resolution}px {mc.family} generator of width "
             f"{mc.width} ({str(e).splitlines()[0][:160]})"
         ) from None
-    if hasattr(g, "compute_w_avg"):  # the average w of exactly these weights (a checkpoint's EMA copy too)
+    from .stylegan import StyleGenerator
+
+    if isinstance(g, StyleGenerator):  # the average w of exactly these weights (a checkpoint's EMA copy too)
         g.compute_w_avg()
     return g
 

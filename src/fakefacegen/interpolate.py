@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -165,7 +165,13 @@ def save_animation(
         raise ValueError(f"--fps must be > 0, got {fps}")
     ims = [Image.fromarray(f) for f in frames]
     duration = max(1, round(1000 / fps))
-    kw = {"format": fmt.upper(), "save_all": True, "append_images": ims[1:], "duration": duration, "loop": 0}
+    kw: dict[str, Any] = {
+        "format": fmt.upper(),
+        "save_all": True,
+        "append_images": ims[1:],
+        "duration": duration,
+        "loop": 0,
+    }
     if fmt == "gif":
         # One adaptive palette per frame; disposal 1 keeps nothing stale between full-size frames.
         kw.update(optimize=False, disposal=1)

@@ -110,7 +110,8 @@ def init_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             # With spectral norm the raw weight lives in parametrizations.weight.original.
-            w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            parametrizations = getattr(m, "parametrizations", None)
+            w = parametrizations.weight.original if parametrizations is not None else m.weight
             nn.init.normal_(w, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -128,7 +129,7 @@ def build_generator(cfg: ModelConfig) -> GeneratorNetwork:
     return DCGANGenerator(cfg)
 
 
-def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_models(cfg: ModelConfig) -> tuple[GeneratorNetwork, nn.Module]:
     """Both networks of the family ``cfg.arch`` names, initialised as the config says."""
     if cfg.family == "style":
         from .stylegan import ResidualDiscriminator, StyleGenerator
@@ -142,7 +143,7 @@ def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(g: DCGANGenerator, *, batches: int = 8, batch_size: int = 128, seed: int = 12345) -> None:
+def recalibrate_batchnorm(g: GeneratorNetwork, *, batches: int = 8, batch_size: int = 128, seed: int = 12345) -> None:
     """Re-estimate G's BatchNorm running statistics for its current weights.
 
     An EMA copy of G inherits running statistics measured on other weights; sampling in eval mode

@@ -156,6 +156,8 @@ class StyleGenerator(GeneratorNetwork):
     """z (N, z_dim) -> image (N, 3, R, R), roughly in [-1, 1] (not squashed: as StyleGAN2, the
     image is clamped only when it is turned into pixels). ``forward(z, psi=0.7)`` truncates in W."""
 
+    w_avg: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         ch = style_channels(cfg)

@@ -14,8 +14,9 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -51,6 +52,9 @@ from .randomness import (
 )
 from .rundir import RunDir, RunLock, append_log, new_run_dir, write_status, write_status_safely
 from .runtime import choose_fast_path, select_device
+
+if TYPE_CHECKING:
+    from .metrics import TrainingEvaluator
 
 
 class DivergenceError(RuntimeError):
@@ -156,14 +160,17 @@ class Trainer:
 
         # ---- Models, EMA, optimisers -------------------------------------------------------------
         torch.manual_seed(t.seed)  # weight init is the same in every process
-        g, d = build_models(cfg.model)
+        net_g, d = build_models(cfg.model)
         mf = torch.channels_last if self.fast.channels_last else torch.contiguous_format
-        g, d = g.to(self.device, memory_format=mf), d.to(self.device, memory_format=mf)
-        set_gemm_route(g, self.fast.gemm_max_pixels)
+        for m in (net_g, d):  # in place (Module.to returns the module itself)
+            # nn.Module.to takes memory_format= (documented), but torch's stubs have no overload with it.
+            cast(Callable[..., nn.Module], m.to)(self.device, memory_format=mf)
+        set_gemm_route(net_g, self.fast.gemm_max_pixels)
         set_gemm_route(d, self.fast.gemm_max_pixels)
         # The EMA copy is used by rank 0 alone (grids, metrics, export), so it keeps plain BatchNorm:
         # its BN re-estimation there must not wait for the other processes.
-        self.g_ema = copy.deepcopy(g).eval().requires_grad_(False) if t.ema > 0 else None
+        self.g_ema = copy.deepcopy(net_g).eval().requires_grad_(False) if t.ema > 0 else None
+        g: nn.Module = net_g
         if self.world > 1 and t.sync_bn:  # nn.SyncBatchNorm on CUDA; it refuses CPU tensors, hence the helper
             g, d = dist.sync_batchnorm(g, self.device), dist.sync_batchnorm(d, self.device)
         self.opt_g = _make_optimizer(g.parameters(), cfg.g_opt)
@@ -175,7 +182,8 @@ class Trainer:
         if state is not None:
             self._load_state(state, g, d, source=ck)
         if t.compile:
-            g, d = torch.compile(g), torch.compile(d)
+            # torch.compile returns a module for a module; its stubs say only "a callable".
+            g, d = cast(nn.Module, torch.compile(g)), cast(nn.Module, torch.compile(d))
         self.g, self.d = dist.wrap(g, self.device), dist.wrap(d, self.device)  # what the step calls
         self.g_net, self.d_net = _unwrap(self.g), _unwrap(self.d)  # the plain modules: weights, state_dicts
         self.gan_step = GANStep(self.g, self.d, self.opt_g, self.opt_d, self.scaler, self.fast.autocast, t)
@@ -197,7 +205,7 @@ class Trainer:
             write_status(self.run_dir, "running", step=self.step, pid_world=self.world)
 
         self.grid_z = torch.randn(64, cfg.model.z_dim, generator=seeded_rng(GRID_SEED))
-        self.evaluator = None
+        self.evaluator: TrainingEvaluator | None = None
         if cfg.eval.every and self.is_main:
             from .metrics import TrainingEvaluator
 
@@ -398,6 +406,7 @@ class Trainer:
             ld, lg, dx, dgz, r1v, r2v, stop_flag = dist.agree([*stats, float(self._stop_signal is not None)])
             if stop_flag and self._stop_signal is None:
                 self._stop_signal = signal.SIGTERM
+            stop_signum = self._stop_signal if stop_flag else None
             bad_w = self._nonfinite_weights() if maybe_bad_w else None
             if bad_w or not (math.isfinite(ld) and math.isfinite(lg)):
                 if bad_w:
@@ -456,7 +465,7 @@ class Trainer:
                 self._write_grids()
                 plot_run(self.run_dir)
             if self.evaluator is not None and (self.step % cfg.eval.every == 0 or last):
-                self._evaluate()
+                self._evaluate(self.evaluator)
             # The agreed flag, not self._stop_signal: a signal landing after this step's agree() is
             # seen by this process alone and must wait for the next step's, or the processes part ways.
             stop = bool(stop_flag) or (self.stop_after is not None and steps_this_process >= self.stop_after)
@@ -467,9 +476,9 @@ class Trainer:
             if stop and not last:
                 if bar:
                     bar.close()
-                if stop_flag:
+                if stop_signum is not None:
                     raise TrainingInterrupted(
-                        self._stop_signal, f"stopped at step {self.step} by {signal.Signals(self._stop_signal).name}"
+                        stop_signum, f"stopped at step {self.step} by {signal.Signals(stop_signum).name}"
                     )
                 return
         if bar:
@@ -540,8 +549,10 @@ class Trainer:
         dist.barrier()
 
     def _export_generator(self) -> None:
+        from .stylegan import StyleGenerator
+
         g = self.sampling_generator()
-        if hasattr(g, "compute_w_avg"):  # the style family's truncation centre, for these weights
+        if isinstance(g, StyleGenerator):  # the style family's truncation centre, for these weights
             g.compute_w_avg()
         save_generator(
             g.state_dict(),
@@ -565,14 +576,14 @@ class Trainer:
         images = to_uint8(self.sample(self.grid_z))
         save_grid(images, self.files.fakes_grid(self.step), nrow=8)
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, evaluator: TrainingEvaluator) -> None:
         n = self.cfg.eval.n
         z_all = torch.randn(n, self.cfg.model.z_dim, generator=seeded_rng(EVAL_SEED))
 
         def sample_fn(count: int, seed: int = 0):  # noqa: ARG001 - fixed noise regardless of seed
             return to_uint8(self.sample(z_all[:count]))
 
-        res = self.evaluator(sample_fn)
+        res = evaluator(sample_fn)
         rec = {"kind": "eval", "step": self.step, "images_seen": self.images_seen, **res}
         append_log(self.files.log, rec)
         key = self.cfg.eval.metric

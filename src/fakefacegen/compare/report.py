@@ -24,9 +24,9 @@ def compare_runs(
     """Read the runs, write ``out/index.html``, ``summary.json``, ``summary.md`` and the PNGs; return the summary."""
     if not paths:
         raise CompareError("compare needs at least one run directory (none given)")
-    paths = [Path(p) for p in paths]
-    names = run_names(paths) if all(p.is_dir() for p in paths) else [p.name for p in paths]
-    runs = [load_run(p, n) for p, n in zip(paths, names)]
+    run_dirs = [Path(p) for p in paths]
+    names = run_names(run_dirs) if all(p.is_dir() for p in run_dirs) else [p.name for p in run_dirs]
+    runs = [load_run(p, n) for p, n in zip(run_dirs, names)]
     summary = summarize(runs, metric=metric, sort=sort)
     summary["title"] = title
     out = Path(out)

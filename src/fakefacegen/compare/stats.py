@@ -181,7 +181,7 @@ def _warnings(runs: list[Run], rows: list[dict[str, Any]], key: str | None, sort
         w.extend(r.notes)
     seen = {r.name: r.images_seen for r in runs}
     if len(set(seen.values())) > 1:
-        lo, hi = min(seen, key=seen.get), max(seen, key=seen.get)
+        lo, hi = min(seen, key=seen.__getitem__), max(seen, key=seen.__getitem__)
         w.append(
             f"Budgets differ: images seen range from {seen[lo]:,} ({lo}) to {seen[hi]:,} ({hi}); "
             f"final values are not at equal compute: read the curves at equal steps/time."

@@ -5,6 +5,7 @@ one-line message the client sees)."""
 
 from __future__ import annotations
 
+import builtins
 import math
 import re
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ class Params:
             raise BadRequest(f"{name} must be a number {lo:g}..{hi:g}, got {raw[:40]!r}")
         return v
 
-    def truncation(self) -> float | None:
+    def truncation(self) -> builtins.float | None:  # the name float is the method above in this class
         """``truncation``: absent, empty or 'off' = plain normal noise; else a number in TRUNCATION_RANGE."""
         raw = self.q.get("truncation")
         if raw is None or raw.strip().lower() in ("", "off", "none"):

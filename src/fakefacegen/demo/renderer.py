@@ -6,16 +6,20 @@ the model's weights."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from starlette.exceptions import HTTPException
 
 from ..generate import LoadedGenerator
 from .params import FaceId
 from .pictures import face_pngs, grid_png, walk_image
+
+T = TypeVar("T")
 
 
 class LRUBytes:
@@ -91,7 +95,7 @@ class Renderer:
                 raise Busy(len(self.inflight))
             fut = start()
             self.inflight[key] = fut
-            fut.add_done_callback(lambda f, key=key: self._done(key, f))
+            fut.add_done_callback(functools.partial(self._done, key))
         # shield: a client that hangs up must not cancel a render other clients are waiting for
         return await asyncio.shield(fut)
 
@@ -135,7 +139,7 @@ class Renderer:
         finally:
             self._draining = False
 
-    def _run(self, fn: Callable[[], bytes]) -> bytes:
+    def _run(self, fn: Callable[[], T]) -> T:
         self.renders += 1
         return fn()
 

@@ -72,11 +72,11 @@ async def _image(
     request: Request,
     renderer: Renderer,
     key: str,
-    fn: Callable[[], bytes] | None,
+    render: Callable[[], bytes] | tuple[FaceId, float | None, int],
     media: str,
     filename: str,
-    face: tuple[FaceId, float | None, int] | None = None,
 ) -> Response:
+    """The image ``key``, from ``render()`` or, for a single face (face, truncation, scale), from a shared batch."""
     etag = renderer.etag(key)
     headers = {
         "ETag": etag,
@@ -86,7 +86,7 @@ async def _image(
     }
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    body = await (renderer.get_face(key, *face) if face is not None else renderer.get(key, fn))
+    body = await (renderer.get_face(key, *render) if isinstance(render, tuple) else renderer.get(key, render))
     return Response(body, media_type=media, headers=headers)
 
 
@@ -132,9 +132,7 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
         t, scale = p.truncation(), p.int("scale", 1, 1, MAX_SCALE)
         check_size(R * scale, R * scale, "the face")
         key = f"face|{f}|{t}|{scale}"
-        return await _image(
-            request, renderer, key, None, "image/png", f"seed{f.seed}-{f.index:05d}.png", face=(f, t, scale)
-        )
+        return await _image(request, renderer, key, (f, t, scale), "image/png", f"seed{f.seed}-{f.index:05d}.png")
 
     def walk(fmt: str) -> Callable:
         allowed = {"a", "b", "frames", "truncation", "scale"} | ({"fps"} if fmt == "gif" else set())

@@ -21,7 +21,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ def preprocess(batch: np.ndarray, resize: str = "pytorch-fid", device: str | tor
         for i, img in enumerate(batch):
             for c in range(3):
                 ch = Image.fromarray(img[..., c].astype(np.float32), mode="F")
-                ch = ch.resize((INCEPTION_SIZE, INCEPTION_SIZE), resample=Image.BICUBIC)
+                ch = ch.resize((INCEPTION_SIZE, INCEPTION_SIZE), resample=Image.Resampling.BICUBIC)
                 out[i, c] = np.clip(np.asarray(ch, dtype=np.float32), 0.0, 255.0)
         return (torch.from_numpy(out).to(device) - 128.0) / 128.0
     raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
@@ -270,6 +270,19 @@ class FeatureExtractor:
         if logits and len(logits) != len(feats):
             raise RuntimeError("the network returned logits for some batches only")
         return out, (np.concatenate(logits) if logits else None)
+
+    @overload
+    def __call__(self, images: Any, *, progress: bool = ..., with_logits: Literal[False] = ...) -> np.ndarray: ...
+
+    @overload
+    def __call__(
+        self, images: Any, *, progress: bool = ..., with_logits: Literal[True]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @overload
+    def __call__(
+        self, images: Any, *, progress: bool = ..., with_logits: bool
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
 
     def __call__(
         self,

