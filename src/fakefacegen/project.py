@@ -72,10 +72,8 @@ def check_face(face: np.ndarray, name: str) -> bool | None:
     if not identity.available():
         return None
     import dlib
-    from PIL import Image
 
-    big = np.asarray(Image.fromarray(face).resize((256, 256), Image.Resampling.BICUBIC))
-    if len(dlib.get_frontal_face_detector()(big, 1)) == 0:
+    if len(dlib.get_frontal_face_detector()(identity.upsample(face), 1)) == 0:
         raise ProjectError(
             f"photo {name}: no face found in its centre square crop (dlib's detector); "
             "give a photo with one face, roughly centred"
@@ -224,6 +222,7 @@ def project_photos(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Load ``photos``, project them into ``model`` (as ``load_generator`` takes), write the files."""
+    from .audit.report import pair_image
     from .generate import load_generator
     from .images import save_png
 
@@ -260,8 +259,7 @@ def project_photos(
     for i, name in enumerate(names):
         save_png(res.images[i], out / f"{name}-projection.png")
         np.save(out / f"{name}-latent.npy", res.latents[i])
-        gap = np.full((G.resolution, 4, 3), 255, np.uint8)
-        save_png(np.concatenate([targets[i], gap, res.images[i]], 1), out / f"{name}-side.png")
+        save_png(pair_image(targets[i], res.images[i]), out / f"{name}-side.png")
         rows.append(
             {
                 "photo": str(photos[i]),

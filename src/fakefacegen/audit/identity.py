@@ -31,6 +31,13 @@ INSTALL = 'pip install "fakefacegen[audit]" (the dlib-bin and face-recognition-m
 SAME_PERSON = 0.6  # dlib's documented decision threshold for 150 px chips (99.38% on LFW)
 
 
+def upsample(face: np.ndarray) -> np.ndarray:
+    """A uint8 face crop resized (bicubic) to :data:`WORK_SIZE`, where dlib's models see it."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(face).resize((WORK_SIZE, WORK_SIZE), Image.Resampling.BICUBIC))
+
+
 class IdentityUnavailableError(RuntimeError):
     """dlib or the face-recognition model files are not installed."""
 
@@ -91,9 +98,7 @@ class IdentityEmbedder:
         }
 
     def embed_one(self, face: np.ndarray) -> np.ndarray:
-        from PIL import Image
-
-        big = np.asarray(Image.fromarray(face).resize((WORK_SIZE, WORK_SIZE), Image.Resampling.BICUBIC))
+        big = upsample(face)
         box = self._dlib.rectangle(*(int(round(f * WORK_SIZE)) for f in FACE_BOX))
         shape = self._landmarks(big, box)
         return np.asarray(self._net.compute_face_descriptor(big, shape, 0), dtype=np.float32)

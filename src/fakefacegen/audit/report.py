@@ -39,7 +39,7 @@ def png_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def pair_image(a: np.ndarray, b: np.ndarray, mirrored: bool) -> np.ndarray:
+def pair_image(a: np.ndarray, b: np.ndarray, mirrored: bool = False) -> np.ndarray:
     """Two faces side by side with a 4 px white gap; ``b`` mirrored when it matched mirrored."""
     if mirrored:
         b = b[:, ::-1]
