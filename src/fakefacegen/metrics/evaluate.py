@@ -134,6 +134,7 @@ def _protocol(
         "weights": extractor.protocol["weights"],
         "weights_hash": extractor.weights_hash,
         "precision": extractor.precision,
+        "backend": extractor.backend,
         "device": str(extractor.device),
         "batch_size": extractor.batch_size,
         "label": f"n{real.count}v{fake.count}_{extractor.resize}",
@@ -164,6 +165,7 @@ def evaluate_images(
     cache: bool | str | os.PathLike = True,
     model: torch.nn.Module | None = None,
     precision: str = "fp32",
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Score ``fake`` images against ``real`` ones.
 
@@ -181,7 +183,13 @@ def evaluate_images(
     names = _normalize_metrics(metrics)
     t0 = time.perf_counter()
     extractor = FeatureExtractor(
-        model, inception=inception, device=device, batch_size=batch_size, resize=resize, precision=precision
+        model,
+        inception=inception,
+        device=device,
+        batch_size=batch_size,
+        resize=resize,
+        precision=precision,
+        backend=backend,
     )
     real_src = resolve_source(real, n, seed, role="real")
     real_feats, status = _real_features(
@@ -248,6 +256,7 @@ class TrainingEvaluator:
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         precision: str = "fp32",
+        backend: str = "auto",
     ):
         self.metrics = _normalize_metrics(metric)
         self.n = int(n)
@@ -255,7 +264,13 @@ class TrainingEvaluator:
         self.progress = progress
         self.kid = (kid_subsets, kid_subset_size)
         self.extractor = FeatureExtractor(
-            model, inception=inception, device=device, batch_size=batch_size, resize=resize, precision=precision
+            model,
+            inception=inception,
+            device=device,
+            batch_size=batch_size,
+            resize=resize,
+            precision=precision,
+            backend=backend,
         )
         self.real_source = resolve_source(dataset_dir, self.n, seed, role="real")
         self.real_features, self.cache_status = _real_features(

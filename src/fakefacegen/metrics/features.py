@@ -32,6 +32,7 @@ from .inception import WEIGHTS_NAME, load_inception, model_fingerprint
 
 RESIZE_MODES = ("pytorch-fid", "clean")
 PRECISIONS = ("fp32", "bf16", "fp16")
+BACKENDS = ("auto", "torch", "onnxruntime")
 INCEPTION_SIZE = 299
 
 
@@ -162,6 +163,11 @@ class FeatureExtractor:
         channels_last: feed NHWC-strided tensors (faster oneDNN convolutions on CPU).
         threads: intra-op threads during extraction; ``None`` = on CPU, the CPUs free before each
             batch (see :func:`auto_threads`), capped by torch's setting; restored afterwards.
+        backend: ``"torch"`` runs the network in PyTorch; ``"onnxruntime"`` runs the verified Inception,
+            exported to ONNX, in ONNX Runtime on the CPU, in fp32 (the same protocol: features within
+            1e-3 of PyTorch's, checked on a probe batch; ~2.6x faster on an AVX2 CPU, see
+            ``metrics/ort_inception.py``); ``"auto"`` (default) picks onnxruntime for the verified
+            Inception in fp32 on the CPU when it is installed, torch otherwise.
     """
 
     def __init__(
@@ -175,7 +181,10 @@ class FeatureExtractor:
         precision: str = "fp32",
         channels_last: bool = True,
         threads: int | None = None,
+        backend: str = "auto",
     ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         if precision not in PRECISIONS:
@@ -183,24 +192,45 @@ class FeatureExtractor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.model = model if model is not None else load_inception(inception, self.device)
+        network = model if model is not None else load_inception(inception, self.device)
+        self.weights_hash = model_fingerprint(network)
+        self.weights_name = WEIGHTS_NAME if self.weights_hash.startswith("sha1:") else type(network).__name__
         self.batch_size = int(batch_size)
         self.resize = resize
         self.precision = precision
         self.channels_last = channels_last
         self.threads = threads
         self.last_threads: int | None = None
-        self.weights_hash = model_fingerprint(self.model)
+        self.backend = self._choose_backend(backend)
+        self.model: torch.nn.Module = network
+        if self.backend == "onnxruntime":
+            from .ort_inception import load_ort_inception
+
+            self.model = load_ort_inception(network, threads=threads or available_cpus())
+            self.channels_last = False  # ONNX Runtime takes contiguous NCHW
+
+    def _choose_backend(self, requested: str) -> str:
+        from . import ort_inception
+
+        runnable = self.device.type == "cpu" and self.precision == "fp32"
+        if requested == "onnxruntime" and not runnable:
+            raise ValueError(
+                f"backend 'onnxruntime' runs fp32 on the CPU; got device {self.device.type}, precision {self.precision}"
+            )
+        if requested == "auto":
+            verified = self.weights_hash.startswith("sha1:")
+            return "onnxruntime" if runnable and verified and ort_inception.available() else "torch"
+        return requested
 
     @property
     def protocol(self) -> dict[str, Any]:
         """What the features depend on (for stored numbers and cache keys)."""
-        verified = self.weights_hash.startswith("sha1:")
         return {
             "resize": self.resize,
-            "weights": WEIGHTS_NAME if verified else type(self.model).__name__,
+            "weights": self.weights_name,
             "weights_hash": self.weights_hash,
             "precision": self.precision,
+            "backend": self.backend,
         }
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -314,6 +344,7 @@ def extract_features(
     with_logits: bool = False,
     precision: str = "fp32",
     inception: str | None = None,
+    backend: str = "auto",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Inception pool3 features of uint8 RGB images, float64 (N, 2048).
 
@@ -322,6 +353,12 @@ def extract_features(
     :class:`LogitsUnavailableError` if the network has no logits (the default weights have none).
     """
     extractor = FeatureExtractor(
-        model, inception=inception, device=device, batch_size=batch_size, resize=resize, precision=precision
+        model,
+        inception=inception,
+        device=device,
+        batch_size=batch_size,
+        resize=resize,
+        precision=precision,
+        backend=backend,
     )
     return extractor(images, progress=progress, with_logits=with_logits)

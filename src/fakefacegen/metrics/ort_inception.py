@@ -102,13 +102,20 @@ def probe_batch() -> torch.Tensor:
     return torch.nn.functional.interpolate(small, size=(299, 299), mode="bilinear", align_corners=False)
 
 
+_SESSIONS: dict[tuple[str, int], OrtFeatureNetwork] = {}
+
+
 def load_ort_inception(model: torch.nn.Module, threads: int) -> OrtFeatureNetwork:
-    """ORT twin of ``model`` (the TorchScript Inception), exported on first use and checked on the probe batch."""
+    """ORT twin of ``model`` (the TorchScript Inception), exported on first use and checked on the probe
+    batch; one checked session per (file, threads) in a process."""
     if not available():
         raise OrtUnavailableError(
             "the onnxruntime backend needs onnx and onnxruntime: pip install 'fakefacegen[export]'"
         )
     path = onnx_path_for(model)
+    key = (str(path), threads)
+    if key in _SESSIONS and path.is_file():
+        return _SESSIONS[key]
     if not path.is_file():
         _export(model, path)
     try:
@@ -125,4 +132,5 @@ def load_ort_inception(model: torch.nn.Module, threads: int) -> OrtFeatureNetwor
             f"{path}: ONNX Runtime's features differ from PyTorch's by {diff:.3g} on the probe batch "
             f"(tolerance {PROBE_TOLERANCE}); delete the file to export it again, or use backend='torch'"
         )
+    _SESSIONS[key] = net
     return net
