@@ -1,4 +1,5 @@
-"""Inception feature extraction speed: FakeFaceGen's batched path vs a plain fp32 batch-1 loop.
+"""Inception feature extraction speed: FakeFaceGen's batched paths (PyTorch, and the default: ONNX Runtime
+where installed on a CPU) vs a plain fp32 batch-1 PyTorch loop.
 
 Both run in this process on the same synthetic 64x64 uint8 images (speed does not depend on content)
 and include the resize to 299. Each figure is the median of ``--repeats`` timed runs after one warm-up
@@ -35,21 +36,21 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def timed_pair(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Median (wall s, process CPU s) of two functions, interleaved A B A B ... after a warm-up of each.
+def timed_interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall s, process CPU s) of each function, interleaved A B C A B C ... after a warm-up of each.
 
-    Interleaving exposes both to the same background load on a shared machine; CPU seconds (all
+    Interleaving exposes all to the same background load on a shared machine; CPU seconds (all
     threads) are less sensitive to that load than wall time.
     """
-    fa(), fb()
-    res: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    for fn in fns.values():
+        fn()
+    res: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
     for _ in range(repeats):
-        for key, fn in (("a", fa), ("b", fb)):
+        for key, fn in fns.items():
             w, c = time.perf_counter(), time.process_time()
             fn()
             res[key].append((time.perf_counter() - w, time.process_time() - c))
-    med = lambda xs: (statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs))  # noqa: E731
-    return med(res["a"]), med(res["b"])
+    return {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in res.items()}
 
 
 def plain_loop(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
@@ -100,33 +101,33 @@ def main() -> None:
         f"threads=auto (free CPUs before each batch; {auto_threads()} now)"
     )
 
+    torch_batched = FeatureExtractor(model, device=device, batch_size=args.batch_size, backend="torch")
+    print(f"default backend here: {ours.backend} (FeatureExtractor backend='auto')")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    (base_w, base_c), (ours_w, ours_c) = timed_pair(
-        lambda: (plain_loop(model, images[: args.single], device), sync()),
-        lambda: (ours(images[: args.batched]), sync()),
-        args.repeats,
-    )
-    base_ips, ours_ips = args.single / base_w, args.batched / ours_w
+    cases = {
+        "plain fp32 batch-1 loop": (args.single, lambda: (plain_loop(model, images[: args.single], device), sync())),
+        "batched, PyTorch": (args.batched, lambda: (torch_batched(images[: args.batched]), sync())),
+        f"batched, default ({ours.backend})": (args.batched, lambda: (ours(images[: args.batched]), sync())),
+    }
+    times = timed_interleaved({k: fn for k, (_, fn) in cases.items()}, args.repeats)
+    base_ips = base_cps = 0.0
+    for name, (n, _) in cases.items():
+        wall, cpu = times[name]
+        ips, cps = n / wall, n / cpu
+        base_ips, base_cps = (ips, cps) if not base_ips else (base_ips, base_cps)
+        print(
+            f"{name:<34s}: {ips:7.2f} images/s, {cps:6.2f} images/CPU-s ({n} images, median of {args.repeats}, "
+            f"interleaved): {ips / base_ips:.2f}x wall, {cps / base_cps:.2f}x per CPU-second vs the plain loop"
+        )
     print(
-        f"plain fp32 batch-1 loop : {base_ips:7.2f} images/s, {args.single / base_c:6.2f} images/CPU-s "
-        f"({args.single} images, median of {args.repeats}, interleaved)"
-    )
-    print(
-        f"batched (default path)  : {ours_ips:7.2f} images/s, {args.batched / ours_c:6.2f} images/CPU-s "
-        f"({args.batched} images, median of {args.repeats}, interleaved)"
-    )
-    print(
-        f"threads used by the batched path in its last batch: {ours.last_threads}; "
+        f"threads used by the batched PyTorch path in its last batch: {torch_batched.last_threads}; "
         f"batch-1 loop: torch default {torch.get_num_threads()}"
-    )
-    print(
-        f"ratio batched / batch-1 : {ours_ips / base_ips:.2f}x wall, "
-        f"{(args.batched / ours_c) / (args.single / base_c):.2f}x per CPU-second"
     )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     # Same features either way (the batched path is not an approximation).
-    diff = np.abs(ours(images[:4]) - plain_loop(model, images[:4], device)).max()
-    print(f"max |feature difference| batched vs batch-1 on 4 images: {diff:.2e}")
+    for ex in (torch_batched, ours):
+        diff = np.abs(ex(images[:4]) - plain_loop(model, images[:4], device)).max()
+        print(f"max |feature difference| batched ({ex.backend}) vs batch-1 on 4 images: {diff:.2e}")
 
     if args.variants:
         for bs in sorted({8, 16, args.batch_size, 64}):
