@@ -53,7 +53,7 @@ BASE = "baseline (examples fp32)"
 PROBE = "(matmul rate probe)"
 SLOW = {"bf16"}  # emulated on CPUs without native bf16: timed at --slow-batch against auto at that batch
 OPTIONS = {
-    # name: (config overrides, optimizer keyword patched into train._make_optimizer, description)
+    # name: (config overrides, optimizer keyword patched into train.make_optimizer, description)
     "cl_off": (["train.channels_last='off'"], None, "channels_last off (NCHW), auto precision"),
     "fp32": (["train.precision=fp32"], None, "fp32 + channels_last (what auto picks without native bf16)"),
     "bf16": (["train.precision=bf16"], None, "bf16 autocast + channels_last"),
@@ -171,11 +171,11 @@ class Baseline:
 # ---- The project's Trainer -----------------------------------------------------------------------
 @contextlib.contextmanager
 def adam_kw(kind: str | None):
-    """Patch train._make_optimizer to use the for-loop ('loop') or fused Adam (same update rule)."""
+    """Patch train.make_optimizer to use the for-loop ('loop') or fused Adam (same update rule)."""
     if kind is None:
         yield
         return
-    orig = train_mod._make_optimizer
+    orig = train_mod.make_optimizer
 
     def patched(params, oc):
         if oc.name == "adam":
@@ -188,11 +188,11 @@ def adam_kw(kind: str | None):
             )
         return orig(params, oc)
 
-    train_mod._make_optimizer = patched
+    train_mod.make_optimizer = patched
     try:
         yield
     finally:
-        train_mod._make_optimizer = orig
+        train_mod.make_optimizer = orig
 
 
 def make_trainer(
