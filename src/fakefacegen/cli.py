@@ -17,6 +17,8 @@ COMMANDS: tuple[str, ...] = (
     "fakefacegen.commands.train",
     "fakefacegen.commands.generate",
     "fakefacegen.commands.evaluate",
+    "fakefacegen.commands.audit",
+    "fakefacegen.commands.project",
     "fakefacegen.commands.interpolate",
     "fakefacegen.commands.export",
     "fakefacegen.commands.compare",
