@@ -49,6 +49,7 @@ def G():
     return load_generator()
 
 
+@pytest.mark.slow
 @needs_bundled
 def test_bundled_sample_is_deterministic_per_seed(G):
     imgs = G.sample(16, seed=0)
@@ -63,6 +64,7 @@ def test_bundled_sample_is_deterministic_per_seed(G):
     assert min(dists) > 5
 
 
+@pytest.mark.slow
 @needs_bundled
 def test_bundled_samples_look_like_aligned_faces(G):
     x = G.sample(256, seed=3).astype(np.float64)
@@ -74,6 +76,7 @@ def test_bundled_samples_look_like_aligned_faces(G):
     assert x.std() > 20  # not a blank or washed-out image
 
 
+@pytest.mark.slow
 @needs_bundled
 def test_bundled_as_pil_and_metadata(G):
     ims = G.sample(3, seed=5, as_pil=True)
@@ -95,6 +98,7 @@ def test_bundled_truncation_and_walk(G):
     np.testing.assert_array_equal(walk[-1], G.sample(1, 2, truncation=0.7)[0])
 
 
+@pytest.mark.slow
 @needs_bundled
 @pytest.mark.skipif(not HAVE_ONNX, reason="onnx/onnxruntime not installed (pip install fakefacegen[export])")
 def test_bundled_onnx_export_parity(G, tmp_path):
@@ -104,6 +108,7 @@ def test_bundled_onnx_export_parity(G, tmp_path):
     assert info["check"]["max_abs_diff"] < 1e-4 and info["resolution"] == 64
 
 
+@pytest.mark.slow
 @needs_bundled
 def test_bundled_cli_defaults(tmp_path, capsys):
     from fakefacegen import cli

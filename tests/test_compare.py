@@ -32,6 +32,10 @@ EVALS = {
 }
 
 
+# Every test reads the module's three debug-preset training runs (seconds to make): all are slow.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     from fakefacegen.config import make_config

@@ -6,6 +6,7 @@ from fakefacegen.data import FaceDataset, StepBatchSampler, make_loader, to_mode
 from fakefacegen.prepare import DatasetFormatError
 
 
+@pytest.mark.slow
 def test_dataset_values_and_shapes(dataset32):
     ds = FaceDataset(dataset32)
     raw = np.load(dataset32 / "images.npy")

@@ -217,6 +217,7 @@ def test_walk_animation_is_a_looping_gif_there_and_back(server, G):
     assert np.abs(first.astype(int) - G.sample(8, 5)[7]).mean() < 6  # GIF's palette costs a little
 
 
+@pytest.mark.slow
 def test_a_128px_model_serves_128px_faces(tmp_path):
     G128 = load_generator(make_tiny_model(tmp_path / "tiny128.safetensors", resolution=128))
     with BackgroundServer(create_app(G128)) as s:
@@ -308,6 +309,7 @@ def test_a_failing_render_is_a_json_500_and_the_server_recovers(G, monkeypatch):
 # Load
 
 
+@pytest.mark.slow
 def test_50_concurrent_requests_all_answer_correctly_with_bounded_memory(G):
     cache_bytes = 60_000  # a few dozen small PNGs: forces evictions during the burst
     app = create_app(G, cache_bytes=cache_bytes)
@@ -370,6 +372,7 @@ def test_identical_concurrent_requests_share_one_render(G):
     assert app.state.renderer.renders == 1
 
 
+@pytest.mark.slow
 def test_concurrent_single_faces_share_forward_passes(G, monkeypatch):
     app = create_app(G)
     renderer = app.state.renderer
@@ -397,6 +400,7 @@ def test_concurrent_single_faces_share_forward_passes(G, monkeypatch):
         assert np.abs(png(body).astype(int) - (trunc if i % 2 else plain)[i]).max() <= 1
 
 
+@pytest.mark.slow
 def test_too_many_waiting_renders_get_503_and_the_server_recovers(G):
     app = create_app(G, max_pending=2)
     barrier = threading.Barrier(24)

@@ -348,6 +348,7 @@ def test_nccl_two_gpus(data, tmp_path):
 # Fast: no process group needed
 
 
+@pytest.mark.slow
 def test_global_batch_must_split_evenly(debug_cfg, tmp_path, monkeypatch):
     from fakefacegen.train import Trainer
 
@@ -386,6 +387,7 @@ def test_step_batch_sampler_shards_the_global_batch():
     assert epochs[0] != epochs[1]  # reshuffled every epoch
 
 
+@pytest.mark.slow
 def test_sync_batchnorm_conversion_keeps_weights_and_acts_as_batchnorm_alone(debug_cfg):
     from fakefacegen.models import build_models
 

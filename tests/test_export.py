@@ -115,6 +115,7 @@ def test_parity_check_fails_loudly(G, tmp_path, monkeypatch):
         ex.export_torchscript(G, tmp_path / "g.torchscript.pt")
 
 
+@pytest.mark.slow
 def test_missing_onnx_names_the_extra(tiny_path, tmp_path, monkeypatch, capsys):
     hide_modules(monkeypatch, "onnxruntime")
     out = tmp_path / "o"
@@ -137,6 +138,7 @@ def test_parse_formats():
         ex.parse_formats("tflite")
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_cli_exports_both(tiny_path, tmp_path, capsys):
     out = tmp_path / "exp"
@@ -157,6 +159,7 @@ def test_cli_bad_model_is_one_line(tmp_path, capsys):
     assert str(missing) in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_registered_in_fakefacegen_cli(tiny_path, tmp_path, capsys):
     """Passes once cli.COMMANDS lists this module."""
     from fakefacegen import cli

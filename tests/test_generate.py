@@ -31,6 +31,7 @@ def test_noise_rows_depend_only_on_seed_and_index():
         noise(1, 16, 0, truncation=0)
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_batch_independent(tmp_path):
     path, g = _tiny(tmp_path)
     G = load_generator(path)
@@ -48,6 +49,7 @@ def test_sampling_is_reproducible_and_batch_independent(tmp_path):
     assert pil[0].size == (32, 32) and np.array_equal(np.asarray(pil[0]), a[0])
 
 
+@pytest.mark.slow
 def test_float16_export_stays_close(tmp_path):
     path, g = _tiny(tmp_path)
     save_generator(g.state_dict(), dataclasses.asdict(g.cfg), tmp_path / "h.safetensors", dtype=torch.float16)
@@ -57,6 +59,7 @@ def test_float16_export_stays_close(tmp_path):
     assert np.abs(a - b).mean() < 1.0
 
 
+@pytest.mark.slow
 def test_resolution_comes_from_the_file(tmp_path):
     path, _ = _tiny(tmp_path, res=128)
     assert load_generator(path).sample(1).shape == (1, 128, 128, 3)

@@ -124,6 +124,7 @@ def test_walk_rejects_bad_arguments():
     assert parse_seeds(" 1, 2,3 ") == [1, 2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("truncation", [None, 0.7])
 def test_interpolation_endpoints_equal_the_seeds_samples(G, truncation):
     seeds, frames = [3, 11, 4], 5
@@ -135,6 +136,7 @@ def test_interpolation_endpoints_equal_the_seeds_samples(G, truncation):
     assert not np.array_equal(walk[2], walk[0]) and not np.array_equal(walk[2], walk[frames - 1])
 
 
+@pytest.mark.slow
 def test_truncation_reduces_pixel_variance(G):
     full = G.sample(256, seed=0).astype(np.float64)
     trunc = G.sample(256, seed=0, truncation=0.5).astype(np.float64)
@@ -189,6 +191,7 @@ def test_animation_decodes_with_every_frame(G, tmp_path, fmt):
         save_animation(walk, tmp_path / "walk.mp4")
 
 
+@pytest.mark.slow
 def test_cli_writes_walk_and_grid(tiny_path, G, tmp_path, capsys):
     out = tmp_path / "walk"
     rc = run_cli(

@@ -36,6 +36,7 @@ def test_hinge_and_lsgan_values():
     assert g_loss(f, "lsgan").item() == pytest.approx(0.5 * (9 + 1) / 2)
 
 
+@pytest.mark.slow
 def test_r1_matches_finite_differences():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.LazyLinear(1))

