@@ -162,6 +162,7 @@ def test_split_mode_held_out_faces_vs_copies(synth):
     assert copies["spaces"]["pixel"]["copy_rate"] == 1.0
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_complete(synth, tmp_path):
     train = load_images(synth["train"])
     summary = audit_to_dir(sampler_from(train), synth["train"], tmp_path / "rep", n=30, spaces="pixel", pairs=4)
@@ -233,6 +234,7 @@ def test_missing_identity_packages_name_the_install(monkeypatch, synth):
         audit(sampler_from(load_images(synth["train"])), synth["train"], n=5, spaces="pixel,identity")
 
 
+@pytest.mark.slow
 def test_cli_prints_rates_and_writes_report(synth, tmp_path, capsys, monkeypatch, tiny_path):
     rc = _run_cli(
         [
@@ -271,6 +273,7 @@ def _real_faces(tmp_path: Path, n: int) -> Path:
     return tmp_path / "real64"
 
 
+@pytest.mark.slow
 @needs_shared()
 @needs_dlib
 def test_identity_space_on_real_faces(tmp_path):

