@@ -538,6 +538,24 @@ def test_training_evaluator_computes_real_features_once(tmp_path):
     assert ev2.cache_status == "hit" and net.images_seen == 24
 
 
+def test_training_evaluator_logs_the_cheap_audit(tmp_path):
+    """eval.audit: a generator that returns the evaluated training faces copies them all; one that
+    returns other faces copies about as often as real faces sit that close (the 1st percentile)."""
+    net = TinyNet()
+    real = random_images(60, seed=31)
+    ds = make_dataset(tmp_path / "ds", real)
+    ev = TrainingEvaluator(ds, n=40, metric="fid", model=net, cache=False, audit=True)
+    drawn = ev.real_source.images  # the 40 training faces the evaluation sampled
+    copies = ev(lambda n, seed: np.asarray(drawn)[:n])
+    assert copies["copy_rate"] == 1.0 and copies["nn_median"] == pytest.approx(0.0, abs=1e-9)
+    new = ev(lambda n, seed: random_images(n, seed=32))
+    assert new["copy_rate"] <= 0.1 and new["nn_median"] > new["copy_threshold"] > 0
+    assert "leave-one-out" in new["copy_protocol"]
+    assert "copy_rate" not in TrainingEvaluator(ds, n=40, metric="fid", model=net, cache=False)(
+        lambda n, seed: random_images(n, seed=32)
+    )
+
+
 @pytest.mark.slow
 def test_trainer_evaluates_during_training_logs_metrics_and_keeps_the_best(dataset32, tmp_path, monkeypatch):
     from fakefacegen.checkpoint import load_checkpoint
@@ -548,7 +566,7 @@ def test_trainer_evaluates_during_training_logs_metrics_and_keeps_the_best(datas
     monkeypatch.setenv("FAKEFACEGEN_CACHE", str(tmp_path / "cache"))
     cfg = make_config(
         "debug",
-        ["train.threads=1", "train.steps=4", "eval.every=2", "eval.n=16", "eval.precision=bf16"],
+        ["train.threads=1", "train.steps=4", "eval.every=2", "eval.n=16", "eval.precision=bf16", "eval.audit=true"],
         data=str(dataset32),
     )
     tr = Trainer(cfg, outdir=tmp_path / "runs", progress=False)
@@ -557,6 +575,7 @@ def test_trainer_evaluates_during_training_logs_metrics_and_keeps_the_best(datas
     evals = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [2, 4]
     assert all(r["fid"] > 0 and r["n"] == 16 and r["protocol"]["precision"] == "bf16" for r in evals)
+    assert all(0.0 <= r["copy_rate"] <= 1.0 and r["copy_threshold"] > 0 for r in evals)  # eval.audit
     best = min(evals, key=lambda r: r["fid"])
     assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == best["step"]
     assert json.loads((run / "config.json").read_text())["eval"]["precision"] == "bf16"

@@ -183,6 +183,10 @@ class EvalConfig:
     precision: str = "fp32"
     """Inception precision: 'fp32' (the protocol's) or 'bf16'/'fp16' (about 2x faster on CPUs with native
     bf16, FID within 0.4% there; see benchmarks/README.md)."""
+    audit: bool = False
+    """Log the memorisation audit's cheap form with each evaluation: the share of generated faces closer to
+    an evaluated training face than the 1st percentile of real faces' nearest distances, in the same
+    Inception features as FID (copy_rate, nn_median; docs/audit.md). A trend, not the audit's number."""
 
     def validate(self) -> None:
         if self.every < 0:

@@ -172,6 +172,7 @@ class Trainer(TrainerOutputs):
                 inception=cfg.eval.inception or None,
                 device=str(self.device),
                 precision=cfg.eval.precision,
+                audit=cfg.eval.audit,
             )
         self.signals = StopSignals(self.is_main)
 

@@ -237,6 +237,8 @@ class TrainingEvaluator:
         metric: "fid", "kid", or a sequence of metric names.
         inception: weights path (None: env/cache/download, see :func:`load_inception`).
         device: where the Inception runs.
+        audit: add the memorisation audit's cheap form (``copy_rate``, ``copy_threshold``, ``nn_median``,
+            ``real_nn_median``, ``copy_protocol``; see ``audit.neighbours.CheapAudit``) to each result.
     """
 
     def __init__(
@@ -257,6 +259,7 @@ class TrainingEvaluator:
         kid_subset_size: int = 1000,
         precision: str = "fp32",
         backend: str = "auto",
+        audit: bool = False,
     ):
         self.metrics = _normalize_metrics(metric)
         self.n = int(n)
@@ -278,6 +281,11 @@ class TrainingEvaluator:
         )
         # FID's real mean/covariance once, not at every call.
         self.real_stats = feature_stats(self.real_features) if "fid" in self.metrics else None
+        self.audit = None
+        if audit:  # the audit's cheap form: nearest evaluated training faces in these same features
+            from ..audit.neighbours import CheapAudit
+
+            self.audit = CheapAudit(self.real_features)
 
     def __call__(self, sample_fn: Callable[..., Any]) -> dict[str, Any]:
         """Sample ``n`` images with ``sample_fn(n, seed)`` (or ``sample_fn(n)``) and score them."""
@@ -298,7 +306,8 @@ class TrainingEvaluator:
                 is_splits=10,
             )
         protocol = _protocol(self.extractor, self.real_source, fake_src, metric_proto, self.cache_status)
-        return {**values, "n": self.n, "notes": notes, "protocol": protocol}
+        copies = self.audit(fake_feats) if self.audit is not None else {}
+        return {**values, **copies, "n": self.n, "notes": notes, "protocol": protocol}
 
 
 def _jsonable(obj: Any) -> Any:
