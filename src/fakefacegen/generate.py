@@ -85,6 +85,27 @@ class LoadedGenerator:
         out = [to_uint8(self.net(zb.to(self.device), psi=psi)) for zb in z.split(batch_size)]
         return np.concatenate(out) if out else np.empty((0, self.resolution, self.resolution, 3), np.uint8)
 
+    @torch.no_grad()
+    def synthesize_latents(self, latents: np.ndarray | torch.Tensor, source: str = "latent") -> np.ndarray:
+        """uint8 (N, R, R, 3) images from saved latents, e.g. ``fakefacegen project``'s NAME-latent.npy:
+        z, (z_dim,) or (N, z_dim), for the DCGAN; W+, (blocks, w_dim) or (N, blocks, w_dim), for the style
+        family. A latent of another shape is a ValueError naming ``source`` and the shapes that fit."""
+        lat = torch.as_tensor(np.asarray(latents, dtype=np.float32))
+        net: Any = self.net
+        if self.family == "style":
+            want = (len(net.blocks), self.z_dim)
+            ok = lat.dim() in (2, 3) and tuple(lat.shape[-2:]) == want
+            what = f"W+ {want} or (N, {want[0]}, {want[1]})"
+        else:
+            ok = lat.dim() in (1, 2) and tuple(lat.shape[-1:]) == (self.z_dim,)
+            what = f"z ({self.z_dim},) or (N, {self.z_dim})"
+        if not ok or not torch.isfinite(lat).all():
+            problem = "has NaN/Inf values" if ok else f"has shape {tuple(lat.shape)}"
+            raise ValueError(f"{source}: the latent {problem}; this {self.family} model takes {what}")
+        single = lat.dim() == (2 if self.family == "style" else 1)
+        lat = (lat[None] if single else lat).to(self.device)
+        return to_uint8(net.synthesis(lat) if self.family == "style" else net(lat))
+
     def sample(
         self,
         n: int,

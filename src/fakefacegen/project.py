@@ -117,15 +117,7 @@ class Projection:
 
 
 def _synthesize(G: Any, latent: torch.Tensor, space: str) -> torch.Tensor:
-    net = G.net
-    if space == "z":
-        return net(latent)
-    x = net.const[None].expand(latent.shape[0], -1, -1, -1)
-    img = None
-    for i, block in enumerate(net.blocks):
-        x, img = block(x, img, latent[:, i])
-    assert img is not None
-    return img
+    return G.net(latent) if space == "z" else G.net.synthesis(latent)
 
 
 def _start(G: Any, n: int, candidates: int, seed: int, space: str) -> torch.Tensor:

@@ -172,10 +172,11 @@ class StyleGenerator(GeneratorNetwork):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def synthesis(self, w: torch.Tensor) -> torch.Tensor:
+        """Images from w (N, w_dim), one w for every block, or W+ (N, blocks, w_dim), one per block."""
         x = self.const[None].expand(w.shape[0], -1, -1, -1)
         img = None
-        for block in self.blocks:
-            x, img = block(x, img, w)
+        for i, block in enumerate(self.blocks):
+            x, img = block(x, img, w[:, i] if w.dim() == 3 else w)
         assert img is not None
         return img
 

@@ -20,7 +20,8 @@ from .flags import (
 EXAMPLES = """examples:
   fakefacegen generate                               # the bundled model: 64 faces + grid.png in faces/
   fakefacegen generate runs/00001-celeba64 --n 64 --seed 1 --out faces/
-  fakefacegen generate model.safetensors --n 10000 --no-grid --out fid_fakes/"""
+  fakefacegen generate model.safetensors --n 10000 --no-grid --out fid_fakes/
+  fakefacegen generate --latent proj/me-latent.npy --out faces/   # the face of a projected photo"""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--out", default="faces", help="output directory (default faces/)")
     s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
     s.add_argument("--grid-only", action="store_true", help="write only grid.png, no per-face PNGs")
+    s.add_argument(
+        "--latent",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="instead of seeds: the faces of saved latents (.npy, e.g. `fakefacegen project`'s NAME-latent.npy), "
+        "written as OUT/NAME.png",
+    )
     add_which(s)
     add_device(s)
     add_batch_size(s, 256)
@@ -48,6 +57,8 @@ def run(a: argparse.Namespace) -> int:
         G = load_generator(a.model, which="best")
         a.model = G.source
     t0 = time.perf_counter()
+    if a.latent:
+        return _from_latents(a, device, t0)
     files = generate_images(
         a.model,
         a.out,
@@ -67,4 +78,32 @@ def run(a: argparse.Namespace) -> int:
         print(f"wrote a grid of {a.n} faces to {grid[0]}{took}")
     else:
         print(f"wrote {len(files) - len(grid)} faces to {a.out}/" + (f" and {grid[0]}" if grid else "") + took)
+    return 0
+
+
+def _from_latents(a: argparse.Namespace, device: str, t0: float) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..generate import load_generator
+    from ..images import save_png
+
+    G = load_generator(a.model, device=device)
+    out = Path(a.out)
+    faces = []
+    for f in map(Path, a.latent):
+        try:
+            latent = np.load(f, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{f}: not a readable .npy latent ({str(e).splitlines()[0][:120]})") from None
+        faces.append((f, G.synthesize_latents(latent, source=str(f))))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f, imgs in faces:
+        for i, img in enumerate(imgs):
+            p = out / (f"{f.stem}.png" if len(imgs) == 1 else f"{f.stem}-{i:05d}.png")
+            save_png(img, p)
+            written.append(p)
+    print(f"wrote {len(written)} face(s) from {len(faces)} latent file(s) to {out}/ in {time.perf_counter() - t0:.1f}s")
     return 0
