@@ -38,3 +38,13 @@ def save_png(image: np.ndarray, path: str | Path) -> None:
 
 def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None) -> None:
     save_png(make_grid(images, nrow), path)
+
+
+def upscale(images: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 (N, H, W, 3) enlarged ``scale`` times (LANCZOS); unchanged for scale 1."""
+    if scale == 1:
+        return images
+    h, w = images.shape[1:3]
+    return np.stack(
+        [np.asarray(Image.fromarray(a).resize((w * scale, h * scale), Image.Resampling.LANCZOS)) for a in images]
+    )

@@ -140,17 +140,6 @@ def segment_rows(walk: np.ndarray, frames: int, loop: bool = False) -> np.ndarra
     return np.stack([seq[s * (frames - 1) : s * (frames - 1) + frames] for s in range(segs)])
 
 
-def _resize(images: np.ndarray, scale: int) -> np.ndarray:
-    if scale == 1:
-        return images
-    from PIL import Image
-
-    h, w = images.shape[1:3]
-    return np.stack(
-        [np.asarray(Image.fromarray(im).resize((w * scale, h * scale), Image.Resampling.LANCZOS)) for im in images]
-    )
-
-
 def save_animation(
     frames: np.ndarray, path: str | Path, *, fps: float = 12.0, loop: bool = True, fmt: str | None = None
 ) -> Path:
@@ -200,7 +189,7 @@ def interpolate_to_dir(
 ) -> dict[str, Path]:
     """Write ``out/walk.<fmt>`` (the animation) and ``out/grid.png`` (one row per segment)."""
     from .generate import load_generator
-    from .images import make_grid, save_png
+    from .images import make_grid, save_png, upscale
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -215,8 +204,8 @@ def interpolate_to_dir(
     walk = interpolate(G, seeds, frames, truncation, psi=psi, loop=loop)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    anim = save_animation(_resize(walk, int(scale)), out / f"walk.{fmt}", fps=fps, fmt=fmt)
+    anim = save_animation(upscale(walk, int(scale)), out / f"walk.{fmt}", fps=fps, fmt=fmt)
     rows = segment_rows(walk, frames, loop)
     grid = out / "grid.png"
-    save_png(make_grid(_resize(rows.reshape(-1, *rows.shape[2:]), int(scale)), nrow=frames), grid)
+    save_png(make_grid(upscale(rows.reshape(-1, *rows.shape[2:]), int(scale)), nrow=frames), grid)
     return {"animation": anim, "grid": grid}

@@ -13,20 +13,10 @@ import torch
 from PIL import Image
 
 from ..generate import LoadedGenerator, noise
-from ..images import make_grid
+from ..images import make_grid, upscale
 from .params import FaceId
 
 PNG_LEVEL = 3  # zlib level: level 9 is ~3x slower for a few % smaller PNGs, a poor trade for a local page
-
-
-def upscale(images: np.ndarray, scale: int) -> np.ndarray:
-    """uint8 (N, H, W, 3) enlarged ``scale`` times (LANCZOS); unchanged for scale 1."""
-    if scale == 1:
-        return images
-    h, w = images.shape[1:3]
-    return np.stack(
-        [np.asarray(Image.fromarray(a).resize((w * scale, h * scale), Image.Resampling.LANCZOS)) for a in images]
-    )
 
 
 def encode_png(image: np.ndarray) -> bytes:
