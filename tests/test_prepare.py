@@ -574,3 +574,211 @@ def test_real_celeba_subset(tmp_path):
     assert a.reshape(64, -1).std(1).min() > 10  # no blank images
     ref = by_hand(Image.open(files[0]), 64).astype(int)
     assert np.abs(a[0].astype(int) - ref).mean() < 3
+
+
+# --------------------------------------------------------------------------- full disk, killed writers
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (a killed writer's)."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch, capsys):
+    from fakefacegen.cli import main
+
+    src = tmp_path / "s"
+    for i in range(3):
+        save(src / f"{i}.png", noise(64, 64, i))
+    out = tmp_path / "ds"
+    needed = 3 * 32 * 32 * 3 + (1 << 20)
+    real = P.shutil.disk_usage
+    calls = []
+
+    def small_disk(path):
+        calls.append(Path(path))
+        return real(path)._replace(free=needed - 1)
+
+    monkeypatch.setattr("shutil.disk_usage", small_disk)
+    assert main(["prepare", str(src), "--out", str(out), "--size", "32", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0] == (
+        f"error: {out}: not enough free disk space: 1.0 MiB needed ({needed} bytes), 1.0 MiB free "
+        f"({needed - 1} bytes); the dataset was not written"
+    )
+    assert calls and calls[0].parent == tmp_path  # asked about the output's file system
+    assert not out.exists() and no_temp_dirs(tmp_path)
+    # exactly enough is enough
+    monkeypatch.setattr("shutil.disk_usage", lambda path: real(path)._replace(free=needed))
+    assert prepare_dataset(src, out, 32, workers=1, progress=False)["count"] == 3
+
+
+@pytest.mark.parametrize("where", ["reserve", "manifest", "worker"])
+def test_enospc_while_writing_is_one_line(tmp_path, monkeypatch, where):
+    import errno
+
+    from fakefacegen import atomic, dataset_format
+
+    src = tmp_path / "s"
+    for i in range(4):
+        save(src / f"{i}.png", noise(64, 64, i))
+    out = tmp_path / "ds"
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "reserve":  # the disk filled up between the check and the allocation
+        monkeypatch.setattr(atomic.os, "posix_fallocate", full)
+    elif where == "manifest":
+        monkeypatch.setattr(P, "write_manifest", full)
+    else:  # a decoded row that cannot be stored (as a memmap write to an unreserved file would)
+        monkeypatch.setattr(prepare_workers, "decode_image", full)
+        monkeypatch.setattr(prepare_workers, "process_one", full)
+    with pytest.raises(OSError) as e:
+        prepare_dataset(src, out, 32, workers=1, progress=False)
+    assert e.value.errno == errno.ENOSPC
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{out}: not enough free disk space: ")
+    assert f"needed ({4 * 32 * 32 * 3 + (1 << 20)} bytes)" in msg and msg.endswith("; the dataset was not written")
+    assert not out.exists() and no_temp_dirs(tmp_path)
+    assert dataset_format.dataset_bytes(4, 32) == 4 * 32 * 32 * 3 + (1 << 20)
+
+
+def test_images_space_is_reserved_not_sparse(tmp_path):
+    from fakefacegen.dataset_format import create_images
+
+    path = create_images(tmp_path, 64, 32)
+    st = os.stat(path)
+    assert st.st_size == 128 + 64 * 32 * 32 * 3
+    assert st.st_blocks * 512 >= 64 * 32 * 32 * 3  # allocated: a memmap write cannot hit a full disk
+
+
+@pytest.mark.slow
+def test_real_full_disk_tmpfs(tmp_path):
+    """A 2 MiB file system (tests run as root here): a dataset that does not fit is refused with the
+    one line; with the up-front check disabled the space reservation meets the full disk (where a
+    memory-mapped write would die of SIGBUS) and gives the same line; nothing is left behind, and
+    a dataset that fits is then written."""
+    import subprocess
+    import sys
+
+    small = tmp_path / "small"
+    small.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()})")
+    try:
+        src, few = tmp_path / "s", tmp_path / "few"
+        for i in range(100):
+            save(src / f"{i:03d}.png", noise(64, 64, i))
+        for i in range(20):
+            save(few / f"{i:03d}.png", noise(64, 64, i))
+        out = small / "ds"
+        needed = 100 * 64 * 64 * 3 + (1 << 20)
+
+        def prepare_in_child(source: Path, *setup: str) -> list[str]:
+            # a child process: a SIGBUS would kill it (rc -7), not the test
+            code = "import sys; " + "".join(setup)
+            code += "from fakefacegen.cli import main; sys.exit(main(sys.argv[1:]))"
+            argv = ["prepare", str(source), "--out", str(out), "--size", "64", "--quiet", "--workers", "2"]
+            r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 2, (r.returncode, r.stderr)
+            return r.stderr.strip().splitlines()
+
+        err = prepare_in_child(src)
+        assert len(err) == 1 and err[0].startswith(f"error: {out}: not enough free disk space: "), err
+        assert f"needed ({needed} bytes)" in err[0] and err[0].endswith("; the dataset was not written")
+        assert list(small.iterdir()) == []
+        (small / "filler").write_bytes(b"\0" * (1 << 20))  # 1 MiB left: the 1.2 MB of pixels do not fit
+        err = prepare_in_child(src, "import fakefacegen.prepare as P; P.check_space = lambda *a: None; ")
+        assert len(err) == 1 and err[0].startswith(f"error: {out}: not enough free disk space: "), err
+        assert sorted(p.name for p in small.iterdir()) == ["filler"]
+        (small / "filler").unlink()
+        m = prepare_dataset(few, out, 64, workers=1, progress=False)
+        assert m["count"] == 20 and load_manifest(out, verify=True)["count"] == 20
+        assert sorted(p.name for p in small.iterdir()) == ["ds"]
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_leftovers_of_killed_prepares_are_cleaned_up(tmp_path, capsys):
+    from fakefacegen.dataset_format import write_dataset
+
+    src = tmp_path / "s"
+    save(src / "a.png", noise(64, 64, 1))
+    out = tmp_path / "ds"
+    dead, live = _dead_pid(), os.getpid()
+    stale = tmp_path / f".ds.{dead}.tmp-abc123"
+    stale.mkdir()
+    (stale / "images.npy").write_bytes(b"\0" * 4096)  # a half-written array
+    mine = tmp_path / f".ds.{live}.tmp-inuse1"  # a live writer's: left alone
+    mine.mkdir()
+    legacy = tmp_path / ".ds.tmp-old4567"  # an older version's (no pid): ignored, with a note
+    legacy.mkdir()
+    (legacy / "images.npy").write_bytes(b"\0" * 100)
+    other = tmp_path / f".other.{dead}.tmp-xyz"  # another dataset's: not ours to judge
+    other.mkdir()
+    m = prepare_dataset(src, out, 32, workers=1, progress=False)
+    assert m["count"] == 1
+    err = capsys.readouterr().err
+    assert f"note: {stale}: removed (left by a writer of ds that was killed, pid {dead})" in err
+    assert f"note: {legacy} was left by a prepare that was killed (an older version); it is ignored: " in err
+    assert "delete it to free 100 bytes" in err
+    assert not stale.exists() and mine.is_dir() and legacy.is_dir() and other.is_dir()
+    mine.rmdir()
+    # killed inside publish, after the old dataset was moved aside and before the new one took its
+    # place: the next writer of that destination puts the old one back first
+    aside = tmp_path / f".ds.{dead}.old-q1w2e3"
+    aside.mkdir()
+    os.replace(out, aside / "d")
+    write_dataset(tmp_path / "x", np.zeros((1, 32, 32, 3), np.uint8))  # another destination: no effect
+    assert not out.exists() and aside.exists()
+    with pytest.raises(PrepareError, match="output already exists"):  # it is back, so not replaced without --overwrite
+        prepare_dataset(src, out, 64, workers=1, progress=False)
+    err = capsys.readouterr().err
+    assert f"note: {out}: put back (a writer replacing it was killed after moving it aside to {aside})" in err
+    assert not aside.exists() and load_manifest(out, verify=True)["size"] == 32
+    prepare_dataset(src, out, 64, workers=1, progress=False, overwrite=True)
+    assert load_manifest(out)["size"] == 64 and no_temp_dirs(tmp_path) is False  # the legacy one stays
+
+
+@pytest.mark.slow
+def test_prepare_killed_at_random_points_never_breaks_the_next(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "s"
+    for i in range(300):
+        save(src / f"{i:03d}.png", noise(96, 96, i))
+    out = tmp_path / "ds"
+    rng = random.Random(7)
+    argv = [sys.executable, "-m", "fakefacegen", "prepare", str(src), "--out", str(out), "--size", "64", "--quiet"]
+    kills = left = 0
+    for _ in range(4):
+        p = subprocess.Popen([*argv, "--overwrite", "--workers", "2"], stderr=subprocess.PIPE)
+        t0 = time.monotonic()
+        while not any(".tmp-" in q.name for q in tmp_path.iterdir()) and p.poll() is None:
+            if time.monotonic() - t0 > 60:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))
+        p.send_signal(signal.SIGKILL)
+        kills += p.wait() == -signal.SIGKILL
+        p.stderr.close()
+        left += not no_temp_dirs(tmp_path)
+        if out.exists():  # a dataset in place is always complete
+            load_manifest(out, verify=True)
+    assert kills >= 3 and left >= 2, (kills, left)
+    r = subprocess.run([*argv, "--overwrite"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert load_manifest(out, verify=True)["count"] == 300
+    assert no_temp_dirs(tmp_path), list(tmp_path.iterdir())

@@ -12,25 +12,42 @@ A dataset is one directory holding two files:
 
 Every problem with a dataset is a :class:`DatasetFormatError` whose message is one line naming the
 file and the problem. Writing is atomic: a dataset is assembled in a hidden staging directory next
-to its destination (:func:`staging_dir`) and renamed into place (:func:`publish`), so a reader sees
-the old dataset or the new one, never a partial one.
+to its destination (:func:`staging_dir`: ``.NAME.PID.tmp-XXXX``) and renamed into place
+(:func:`publish`), so a reader sees the old dataset or the new one, never a partial one. What a
+killed writer leaves (its staging directory; the old dataset it had moved aside, in
+``.NAME.PID.old-XXXX``) is cleaned up, or put back, by the next writer of the same destination
+(:func:`recover_interrupted`), with a note on stderr. The image array's disk space is reserved
+when it is created (:func:`create_images`), so a full disk is a one-line error, never a SIGBUS
+in a memory-mapped write.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from .atomic import atomic_save, fsync_path
+from .atomic import (
+    TMP_DIR_RE,
+    NoSpaceError,
+    atomic_save,
+    free_bytes,
+    fsync_path,
+    reserve,
+    space_message,
+    stale_owner,
+    temp_dir,
+    warn,
+)
 
 __all__ = [
     "FORMAT_NAME",
@@ -49,6 +66,10 @@ __all__ = [
     "open_dataset",
     "load_images",
     "staging_dir",
+    "recover_interrupted",
+    "dataset_bytes",
+    "no_space",
+    "check_space",
     "create_images",
     "keep_rows",
     "write_manifest",
@@ -63,6 +84,8 @@ MANIFEST_FILE = "manifest.json"
 REQUIRED_KEYS = ("format", "format_version", "count", "size", "content_hash")
 MmapMode = Literal["r", "r+", "w+", "c"]
 _HASH_ROWS = 4096  # rows hashed / copied per step, so a memory-mapped array is streamed
+SPACE_MARGIN = 1 << 20  # bytes beyond the pixels a dataset needs: .npy header, manifest, file system slack
+_LEGACY_TMP_RE = re.compile(r"^\.(.+)\.(tmp|old)-[A-Za-z0-9_]+$")  # staging names before the pid was in them
 
 
 class DatasetFormatError(ValueError):
@@ -207,17 +230,84 @@ def load_images(dataset_dir: str | os.PathLike, mmap_mode: MmapMode | None = "r"
 # --------------------------------------------------------------------------
 
 
+def dataset_bytes(count: int, size: int) -> int:
+    """Disk space a dataset of ``count`` images of ``size`` px needs: the pixels plus :data:`SPACE_MARGIN`."""
+    return count * size * size * 3 + SPACE_MARGIN
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def recover_interrupted(out: Path) -> None:
+    """Clean up after killed writers of the dataset ``out`` (their pid is gone), with a note on stderr:
+    delete their staging directories; put back the dataset a killed :func:`publish` had moved aside
+    when ``out`` is missing (else delete it). Leftovers of a live writer are left alone; those of an
+    older FakeFaceGen (no pid in the name) are ignored, with a note."""
+    try:
+        entries = sorted(out.parent.iterdir())
+    except OSError:
+        return
+    for p in entries:
+        m = TMP_DIR_RE.match(p.name)
+        if m is None or m.group(1) != out.name:
+            legacy = _LEGACY_TMP_RE.match(p.name)
+            if legacy and legacy.group(1) == out.name and p.is_dir():
+                warn(
+                    f"{p} was left by a prepare that was killed (an older version); it is ignored: "
+                    f"delete it to free {_du(p)} bytes"
+                )
+            continue
+        if stale_owner(p) is None or not p.is_dir():
+            continue
+        kept = p / "d"
+        if m.group(3) == "old" and not os.path.lexists(out) and is_dataset_dir(kept):
+            os.replace(kept, out)
+            fsync_path(out.parent)
+            warn(f"{out}: put back (a writer replacing it was killed after moving it aside to {p})")
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            warn(f"{p}: removed (left by a writer of {out.name} that was killed, pid {m.group(2)})")
+
+
 def staging_dir(out: Path) -> Path:
-    """A new hidden directory next to ``out`` in which to assemble a dataset before :func:`publish`."""
+    """A new hidden directory next to ``out`` in which to assemble a dataset before :func:`publish`
+    (after :func:`recover_interrupted` has cleaned up what killed writers of ``out`` left)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    recover_interrupted(out)
+    return temp_dir(out)
+
+
+def no_space(out: Path, needed: int) -> NoSpaceError:
+    """The one-line error for a dataset ``out`` that did not fit: needed and free bytes."""
+    return NoSpaceError(space_message(out, needed, free_bytes(out.parent)) + "; the dataset was not written")
+
+
+def check_space(staged: Path, out: Path, needed: int) -> None:
+    """Raise :func:`no_space` unless ``needed`` bytes are free where ``staged`` (the staging directory
+    of ``out``) lies; called before anything big is written."""
+    free = free_bytes(staged)
+    if free is not None and free < needed:
+        raise no_space(out, needed)
 
 
 def create_images(dataset_dir: Path, count: int, size: int) -> Path:
-    """Allocate ``images.npy`` for ``count`` images of ``size`` (zeros), to be filled through a memmap."""
+    """Allocate ``images.npy`` for ``count`` images of ``size`` (zeros), to be filled through a memmap.
+
+    Its disk space is reserved at once (:func:`atomic.reserve`): a disk too small is a one-line
+    :class:`NoSpaceError` here, not a SIGBUS when the memory map is written."""
     path = dataset_dir / IMAGES_FILE
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+    total = arr.offset + arr.nbytes
     del arr
+    reserve(path, total)
     return path
 
 
@@ -268,6 +358,7 @@ def keep_rows(path: Path, keep: np.ndarray, size: int) -> None:
         def copy_kept(tmp: Path) -> None:
             src_arr = np.load(path, mmap_mode="r")
             dst_arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+            reserve(tmp, dst_arr.offset + dst_arr.nbytes)
             for k in range(0, count, _HASH_ROWS):
                 dst_arr[k : k + _HASH_ROWS] = src_arr[k : k + _HASH_ROWS]
             dst_arr.flush()
@@ -295,7 +386,7 @@ def publish(staged: Path, out: Path, *, before_replace: Callable[[], None] | Non
     if out.exists():
         if before_replace is not None:
             before_replace()
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = temp_dir(out, "old")
         os.replace(out, old / "d")
     try:
         os.replace(staged, out)
@@ -337,12 +428,18 @@ def write_dataset(out: str | os.PathLike, images: np.ndarray, **fields: Any) -> 
         "content_hash": content_hash(images),
         **fields,
     }
+    needed = dataset_bytes(*images.shape[:2])
     staged = staging_dir(out_path)
     try:
+        check_space(staged, out_path, needed)
         np.save(staged / IMAGES_FILE, images)
         fsync_path(staged / IMAGES_FILE)
         write_manifest(staged, manifest)
         publish(staged, out_path, before_replace=replaceable)
+    except OSError as e:
+        if e.errno == errno.ENOSPC and not isinstance(e, NoSpaceError):
+            raise no_space(out_path, needed) from None
+        raise
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)

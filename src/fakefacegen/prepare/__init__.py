@@ -41,7 +41,13 @@ reads members into memory; member names are only labels.
 
 Writing is atomic: everything goes into a hidden temporary directory next to
 ``out`` that is renamed into place once complete (``overwrite=True`` replaces
-the old dataset only after the new one is complete).
+the old dataset only after the new one is complete). What a killed prepare left
+next to ``out`` is removed by the next one (with a note). The output's size is
+known before anything is decoded (``N x size x size x 3`` bytes plus 1 MiB): a
+disk without that much free space is refused at once with a one-line error
+naming ``out`` and the bytes needed and free, and the space is reserved before
+the workers write into the memory-mapped array (a full disk there would be a
+SIGBUS); a write that still fails with ENOSPC is the same one-line error.
 
 Layout: this module validates the arguments and runs the steps of :func:`prepare_dataset`;
 :mod:`.sources` finds the files, :mod:`.decode` turns one file into a training image,
@@ -51,6 +57,7 @@ Layout: this module validates the arguments and runs the steps of :func:`prepare
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -68,12 +75,16 @@ from ..dataset_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     DatasetFormatError,
+    check_space,
     content_hash,
     create_images,
+    dataset_bytes,
     keep_rows,
     load_images,
     load_manifest,
+    no_space,
     publish,
+    recover_interrupted,
     staging_dir,
     write_manifest,
 )
@@ -290,11 +301,14 @@ def prepare_dataset(
     multi, resolved = resolve_sources(source)
     paths = [p for p, _ in resolved]
     out_path = Path(os.path.abspath(Path(out).expanduser()))
+    recover_interrupted(out_path)  # first: a dataset a killed prepare had moved aside is put back
     check_out(out_path, overwrite, paths)
     items, per_source_seen = scan_sources(resolved, limit)
 
     staged = staging_dir(out_path)
+    needed = dataset_bytes(len(items), size)
     try:
+        check_space(staged, out_path, needed)
         images_path = create_images(staged, len(items), size)
         cfg = {
             "sources": [(str(p), kind) for p, kind in resolved],
@@ -317,6 +331,10 @@ def prepare_dataset(
         # atomically, re-checking the output (it may have appeared meanwhile)
         publish(staged, out_path, before_replace=lambda: check_out(out_path, overwrite, paths))
         return manifest
+    except OSError as e:
+        if e.errno == errno.ENOSPC:  # a full disk while writing: the same one line as the check above
+            raise no_space(out_path, needed) from None
+        raise
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
