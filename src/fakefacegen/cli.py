@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
+from typing import NoReturn
 
 from . import __version__
 
@@ -26,8 +28,23 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the one line ``error: --n must be an integer in 1..100000 (got 0)``
+    (exit code 2) instead of the usage block and ``PROG: error: argument -n/--n: ...``. Subcommand
+    parsers are of this class too (``add_subparsers`` makes them with the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        m = re.match(r"argument (\S+?): (.*)", message, re.S)
+        if m:
+            names = m.group(1).split("/")
+            flag = next((n for n in names if n.startswith("--")), names[0])
+            message = f"{flag} {m.group(2)}" if m.group(2).startswith("must ") else f"{flag}: {m.group(2)}"
+        line = " ".join(message.split())  # one line whatever argparse put in it
+        self.exit(2, f"error: {line}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fakefacegen",
         description="Fake faces with a GAN: prepare, train, generate, evaluate.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        if e.code == 2:  # a usage error, printed by _Parser.error as one line: returned like every other error
+            return 2
+        raise  # --help, --version
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from . import bounds
 from .atomic import atomic_write_text
 
 
@@ -53,14 +54,22 @@ class ModelConfig:
         return "style" if self.arch == "style" else "dcgan"
 
     def validate(self) -> None:
-        r = self.resolution
-        if r < 32 or r > 256 or r & (r - 1):
-            raise ConfigError(f"model.resolution must be a power of two from 32 to 256, got {r}")
-        _positive("model.z_dim", self.z_dim)
-        _positive("model.width", self.width)
+        _in_ranges(self, "model")
         _choice("model.arch", self.arch, ("reference", "tutorial", "style"))
-        _positive("model.max_width", self.max_width)
-        _positive("model.mapping_layers", self.mapping_layers)
+        # The network's size, from the fields alone: checked before anything is built.
+        r, w = self.resolution, self.width
+        widest = min(w * r // 4, self.max_width) if self.arch == "style" else w * r // 8
+        if widest > bounds.WIDEST_LAYER:
+            raise ConfigError(
+                f"model.width {w} at model.resolution {r} gives a layer of {widest} feature maps; the limit is "
+                f"{bounds.WIDEST_LAYER} (model.width <= {bounds.WIDEST_LAYER * (4 if self.arch == 'style' else 8) // r}"
+                + (" or a smaller model.max_width)" if self.arch == "style" else ")")
+            )
+        if w * r * r > bounds.FULL_RES_MAPS:
+            raise ConfigError(
+                f"model.width {w} at model.resolution {r}: width x resolution^2 must be at most "
+                f"{bounds.FULL_RES_MAPS} (model.width <= {bounds.FULL_RES_MAPS // (r * r)} at {r} px)"
+            )
         if self.arch == "style" and self.spectral_norm:
             raise ConfigError("model.spectral_norm applies to the DCGAN family only (model.arch=style has none)")
         _choice("model.init", self.init, ("dcgan", "default"))
@@ -84,13 +93,7 @@ class OptimConfig:
 
     def validate(self, prefix: str) -> None:
         _choice(f"{prefix}.name", self.name, ("adam", "sgd"))
-        _positive(f"{prefix}.lr", self.lr)
-        for n in ("beta1", "beta2", "momentum"):
-            v = getattr(self, n)
-            if not 0.0 <= v < 1.0:
-                raise ConfigError(f"{prefix}.{n} must be in [0, 1), got {v}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"{prefix}.weight_decay must be >= 0, got {self.weight_decay}")
+        _in_ranges(self, prefix)
 
 
 @dataclass
@@ -146,24 +149,10 @@ class TrainConfig:
     """Under torchrun: SyncBatchNorm across processes instead of per-process BatchNorm."""
 
     def validate(self) -> None:
-        _positive("train.steps", self.steps)
-        _positive("train.batch_size", self.batch_size)
+        _in_ranges(self, "train")
         _choice("train.loss", self.loss, ("bce", "hinge", "lsgan"))
-        for n in ("real_label", "fake_label"):
-            v = getattr(self, n)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"train.{n} must be in [0, 1], got {v}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"train.ema must be in [0, 1), got {self.ema}")
         for p in filter(None, self.augment.split(",")):
             _choice("train.augment", p.strip(), ("color", "translation", "cutout"))
-        for n in ("r1_gamma", "r2_gamma"):
-            if getattr(self, n) < 0:
-                raise ConfigError(f"train.{n} must be >= 0, got {getattr(self, n)}")
-        for n in ("r1_every", "log_every", "sample_every", "ckpt_every"):
-            _positive(f"train.{n}", getattr(self, n))
-        if self.keep_checkpoints < 0 or self.threads < 0 or self.ema_start < 0:
-            raise ConfigError("train.keep_checkpoints, train.threads and train.ema_start must be >= 0")
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.channels_last", self.channels_last, ("auto", "on", "off"))
         _choice("train.gemm_convs", self.gemm_convs, ("auto", "on", "off"))
@@ -189,9 +178,7 @@ class EvalConfig:
     Inception features as FID (copy_rate, nn_median; docs/audit.md). A trend, not the audit's number."""
 
     def validate(self) -> None:
-        if self.every < 0:
-            raise ConfigError(f"eval.every must be >= 0, got {self.every}")
-        _positive("eval.n", self.n)
+        _in_ranges(self, "eval")
         _choice("eval.metric", self.metric, ("fid", "kid"))
         _choice("eval.precision", self.precision, ("fp32", "bf16", "fp16"))
 
@@ -214,6 +201,12 @@ class Config:
         self.d_opt.validate("d_opt")
         self.train.validate()
         self.eval.validate()
+        b, r = self.train.batch_size, self.model.resolution
+        if b * r * r > bounds.BATCH_PIXELS:
+            raise ConfigError(
+                f"train.batch_size {b} at model.resolution {r}: batch x resolution^2 must be at most "
+                f"{bounds.BATCH_PIXELS} (train.batch_size <= {bounds.BATCH_PIXELS // (r * r)} at {r} px)"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,11 +223,27 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> Config:
         p = Path(path)
+        text = _read_config_file(p)
         try:
-            raw = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
-        except (OSError, ValueError, yaml.YAMLError) as e:
-            raise ConfigError(f"{p}: cannot read config: {e}") from None
+            raw = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+        except (ValueError, yaml.YAMLError, RecursionError) as e:
+            raise ConfigError(f"{p}: cannot read config: {_first_line(e)}") from None
         return cls.from_dict(raw or {})
+
+
+def _read_config_file(p: Path) -> str:
+    """The text of a config or preset file, refused unread when larger than bounds.CONFIG_FILE_MB."""
+    try:
+        if p.stat().st_size > bounds.CONFIG_FILE_MB << 20:
+            raise ConfigError(f"{p}: a config file must be at most {bounds.CONFIG_FILE_MB} MiB, this one is larger")
+        return p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,9 +255,10 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(d).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
+    unknown = sorted(prefix + bounds.shown(u) if not isinstance(u, str) else prefix + u for u in set(d) - names)
     if unknown:
-        raise ConfigError(f"unknown config field(s): {', '.join(sorted(prefix + u for u in unknown))}")
+        listed = ", ".join(u[:60] for u in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise ConfigError(f"unknown config field(s): {listed}")
     kwargs = {}
     for name, value in d.items():
         t = hints[name]
@@ -287,7 +297,7 @@ def _coerce(t: Any, v: Any, key: str) -> Any:
             return "on" if v else "off"
         if isinstance(v, (str, int, float)):
             return str(v)
-    raise ConfigError(f"{key} must be {t.__name__}, got {v!r}")
+    raise ConfigError(f"{key} must be {t.__name__}, got {bounds.shown(v)}")
 
 
 def preset_names() -> list[str]:
@@ -295,20 +305,27 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name: str) -> dict[str, Any]:
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """A preset as a nested dict; ``name`` is a bundled preset name or a path to a YAML file."""
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.exists():
-        text = p.read_text()
+        text = _read_config_file(p)
     else:
         f = resources.files("fakefacegen").joinpath("configs").joinpath(f"{name}.yaml")
         if not f.is_file():
-            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+            raise ConfigError(f"unknown preset {bounds.shown(name)}; available: {', '.join(preset_names())}")
         text = f.read_text()
-    d = yaml.safe_load(text) or {}
+    try:
+        d = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        raise ConfigError(f"preset {name}: not valid YAML ({_first_line(e)})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"preset {name}: must be a mapping of sections, got {type(d).__name__}")
     base = d.pop("base", None)
     if base:
-        d = _merge(load_preset(base), d)
+        if not isinstance(base, str) or base in _seen or len(_seen) >= 8:
+            raise ConfigError(f"preset {name}: base {bounds.shown(base)} is not a preset name, or the bases loop")
+        d = _merge(load_preset(base, (*_seen, name)), d)
     return d
 
 
@@ -322,15 +339,19 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def apply_override(d: dict[str, Any], item: str) -> dict[str, Any]:
     """Apply one ``section.field=value`` override (value parsed as YAML) to a nested dict."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like section.field=value")
+        raise ConfigError(f"override {bounds.shown(item)} must look like section.field=value")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError, ValueError) as e:  # ValueError: an integer of over 4300 digits
+        why = _first_line(e)
+        raise ConfigError(f"override {bounds.shown(key.strip())}: the value is not valid YAML ({why})") from None
     parts = key.strip().split(".")
     cur = d
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
         if not isinstance(cur, dict):
-            raise ConfigError(f"override {item!r}: {p} is not a section")
+            raise ConfigError(f"override {bounds.shown(item)}: {p} is not a section")
     cur[parts[-1]] = value
     return d
 
@@ -348,11 +369,14 @@ def make_config(preset: str | None = None, overrides: list[str] | None = None, *
     return Config.from_dict(d)
 
 
-def _positive(name: str, v: float) -> None:
-    if v <= 0:
-        raise ConfigError(f"{name} must be > 0, got {v}")
+def _in_ranges(section: Any, prefix: str) -> None:
+    """Every field of ``section`` with a documented range (bounds.CONFIG) in it, else a ConfigError naming it."""
+    for f in fields(section):
+        rng = bounds.CONFIG.get(f"{prefix}.{f.name}")
+        if rng is not None:
+            rng.check(f"{prefix}.{f.name}", getattr(section, f.name), ConfigError)
 
 
 def _choice(name: str, v: str, options: tuple[str, ...]) -> None:
     if v not in options:
-        raise ConfigError(f"{name} must be one of {', '.join(options)}; got {v!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(options)}; got {bounds.shown(v)}")

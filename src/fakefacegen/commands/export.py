@@ -6,7 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
+from .. import bounds
+from ..bounds import flag, helped
 from ..export import CHECK_BATCHES, DEFAULT_OPSET
+from . import UsageError
 from .flags import add_model, add_which, subcommand
 
 EXAMPLES = """examples:
@@ -36,7 +39,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="what to write (default onnx; onnx needs: pip install fakefacegen[export])",
     )
     s.add_argument("--out", default="export", help="output directory (default export/)")
-    s.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    s.add_argument(
+        "--opset",
+        type=flag(bounds.OPSET),
+        default=DEFAULT_OPSET,
+        help=helped("ONNX opset", bounds.OPSET, DEFAULT_OPSET),
+    )
     add_which(s)
     s.set_defaults(func=run)
     return s
@@ -45,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..export import export_model
 
+    if args.format == "torchscript" and args.opset != DEFAULT_OPSET:
+        raise UsageError("--opset is for ONNX; it does nothing with --format torchscript")
     t0 = time.perf_counter()
     reports = export_model(args.model, args.out, args.format, opset=args.opset, which=args.which)
     for fmt, r in reports.items():

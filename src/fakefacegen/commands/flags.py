@@ -4,6 +4,10 @@ it appears. A command adds the ones it takes; command-specific flags stay in its
 from __future__ import annotations
 
 import argparse
+import re
+
+from .. import bounds
+from ..bounds import flag, helped
 
 MODEL_HELP = "run directory, checkpoint .pt or generator .safetensors (default: the bundled model)"
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -14,11 +18,25 @@ def add_model(s: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
     s.add_argument("model", nargs="?", default=None, help=help)
 
 
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d{1,3})?"
+
+
+def device_name(text: str) -> str:
+    """argparse ``type`` of ``--device``: one of the documented forms (whether the machine has it is
+    checked by ``runtime.select_device`` when the command starts, before anything is loaded)."""
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"must be one of {DEVICES} (got {bounds.shown(text)})")
+    return text
+
+
 def add_device(s: argparse.ArgumentParser, default: str = "cpu") -> None:
     """``--device``: where the networks run. Training defaults to ``auto`` (the fastest device there is);
     sampling commands to ``cpu``, so the same seed gives the same pixels on every machine."""
     s.add_argument(
-        "--device", default=default, help=f"{DEVICES}; auto picks CUDA, then MPS, then CPU (default {default})"
+        "--device",
+        type=device_name,
+        default=default,
+        help=f"{DEVICES}; auto picks CUDA, then MPS, then CPU (default {default})",
     )
 
 
@@ -39,18 +57,18 @@ def add_which(s: argparse.ArgumentParser) -> None:
     )
 
 
-def add_count(s: argparse.ArgumentParser, default: int, what: str) -> None:
-    """``-n/--n``: how many images."""
-    s.add_argument("-n", "--n", type=int, default=default, help=f"{what} (default {default})")
+def add_count(s: argparse.ArgumentParser, default: int, what: str, rng: bounds.Range = bounds.GENERATE_N) -> None:
+    """``-n/--n``: how many images, in ``rng``."""
+    s.add_argument("-n", "--n", type=flag(rng), default=default, help=helped(what, rng, default))
 
 
 def add_seed(s: argparse.ArgumentParser) -> None:
     """``--seed`` of the generated images: row i of the noise depends only on (seed, i)."""
     s.add_argument(
         "--seed",
-        type=int,
+        type=flag(bounds.SEED),
         default=0,
-        help="seed of the generated faces: the same seed gives the same faces (default 0)",
+        help=helped("seed of the generated faces: the same seed gives the same faces", bounds.SEED, 0),
     )
 
 
@@ -58,22 +76,24 @@ def add_truncation(s: argparse.ArgumentParser) -> None:
     """``--truncation`` (of the noise) and ``--psi`` (towards the average latent)."""
     s.add_argument(
         "--truncation",
-        type=float,
+        type=flag(bounds.TRUNCATION),
         default=None,
-        help="redraw noise values beyond this bound (truncated normal), e.g. 0.7 (default off)",
+        help=f"redraw noise values beyond this bound (truncated normal), {bounds.TRUNCATION.short()}, e.g. 0.7 "
+        "(default off)",
     )
     s.add_argument(
         "--psi",
-        type=float,
+        type=flag(bounds.PSI),
         default=1.0,
-        help="truncation towards the average latent, in [0, 1]: 1 = off (default), e.g. 0.7 for "
+        help=f"truncation towards the average latent, {bounds.PSI.short()}: 1 = off (default), e.g. 0.7 for "
         "cleaner, less varied faces (in W for the style family, towards z = 0 for the DCGAN)",
     )
 
 
 def add_batch_size(s: argparse.ArgumentParser, default: int) -> None:
     """``--batch-size`` of a sampling command: images per forward pass."""
-    s.add_argument("--batch-size", type=int, default=default, help=f"images per forward pass (default {default})")
+    rng = bounds.SAMPLE_BATCH
+    s.add_argument("--batch-size", type=flag(rng), default=default, help=helped("images per pass", rng, default))
 
 
 def add_quiet(s: argparse.ArgumentParser) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from .. import bounds
+from . import UsageError
 from .flags import (
     add_batch_size,
     add_count,
@@ -39,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="instead of seeds: the faces of saved latents (.npy, e.g. `fakefacegen project`'s NAME-latent.npy), "
-        "written as OUT/NAME.png",
+        f"written as OUT/NAME.png; at most {bounds.LATENT_FILE_MB} MiB and "
+        f"{bounds.LATENTS_PER_FILE.hi} latents a file",
     )
     add_which(s)
     add_device(s)
@@ -49,9 +52,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> int:
+    if a.no_grid and a.grid_only:
+        raise UsageError("--no-grid and --grid-only together would write nothing; give one of them")
     from ..generate import generate_images, load_generator
 
     device = device_of(a)
+    if a.latent:
+        _check_latent_files(a.latent)
     if a.which == "best" and a.model:
         # resolve the checkpoint here so generate_images stays simple
         G = load_generator(a.model, which="best")
@@ -97,6 +104,8 @@ def _from_latents(a: argparse.Namespace, device: str, t0: float) -> int:
             latent = np.load(f, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ValueError(f"{f}: not a readable .npy latent ({str(e).splitlines()[0][:120]})") from None
+        count = 1 if latent.ndim <= (2 if G.family == "style" else 1) else latent.shape[0]
+        bounds.LATENTS_PER_FILE.check(f"{f}: the number of latents", count)
         faces.append((f, G.synthesize_latents(latent, source=str(f))))
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -107,3 +116,16 @@ def _from_latents(a: argparse.Namespace, device: str, t0: float) -> int:
             written.append(p)
     print(f"wrote {len(written)} face(s) from {len(faces)} latent file(s) to {out}/ in {time.perf_counter() - t0:.1f}s")
     return 0
+
+
+def _check_latent_files(files: list[str]) -> None:
+    """Each --latent file exists and is at most bounds.LATENT_FILE_MB, before the model is loaded."""
+    import os
+
+    for f in files:
+        try:
+            size = os.stat(f).st_size
+        except OSError as e:
+            raise ValueError(f"{f}: cannot read the latent ({e.strerror})") from None
+        if size > bounds.LATENT_FILE_MB << 20:
+            raise ValueError(f"{f}: a latent file must be at most {bounds.LATENT_FILE_MB} MiB ({size >> 20} MiB)")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from .. import bounds
+from ..bounds import flag, helped
 from ..interpolate import FORMATS, parse_seeds
+from . import UsageError
 from .flags import add_device, add_model, add_truncation, add_which, device_of, subcommand
 
 EXAMPLES = """examples:
@@ -25,14 +28,28 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument(
         "--seeds",
         required=True,
-        help="comma-separated seeds to walk through, e.g. 1,2,3 (seed S is the face `generate --seed S` draws first)",
+        help=f"comma-separated seeds to walk through, e.g. 1,2,3: 2 to {bounds.WALK_SEEDS_MAX} seeds, each "
+        f"{bounds.SEED.short()} (seed S is the face `generate --seed S` draws first)",
     )
-    s.add_argument("--frames", type=int, default=16, help="frames per segment, both endpoints included (default 16)")
+    s.add_argument(
+        "--frames",
+        type=flag(bounds.WALK_FRAMES),
+        default=16,
+        help=helped("frames per segment, both endpoints included", bounds.WALK_FRAMES, 16),
+    )
     s.add_argument("--loop", action="store_true", help="walk back from the last seed to the first")
     add_truncation(s)
     s.add_argument("--format", choices=FORMATS, default="gif", help="animation format (default gif)")
-    s.add_argument("--fps", type=float, default=12.0, help="animation frames per second (default 12)")
-    s.add_argument("--scale", type=int, default=1, help="upscale frames and grid by this factor (default 1)")
+    s.add_argument(
+        "--fps", type=flag(bounds.FPS), default=12.0, help=helped("animation frames per second", bounds.FPS, 12)
+    )
+    s.add_argument(
+        "--scale",
+        type=flag(bounds.SCALE),
+        default=1,
+        help=helped("upscale frames and grid by this factor", bounds.SCALE, 1)
+        + f"; frames in the whole walk x scale^2 must be at most {bounds.WALK_BUDGET}",
+    )
     s.add_argument("--out", default="walk", help="output directory (default walk/)")
     add_which(s)
     add_device(s)
@@ -43,7 +60,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..interpolate import interpolate_to_dir
 
-    seeds = parse_seeds(args.seeds)
+    seeds = walk_seeds(args.seeds)
+    total = bounds.walk_frames(len(seeds), args.frames, args.loop)
+    if total * args.scale**2 > bounds.WALK_BUDGET:
+        raise UsageError(
+            f"the walk would be {total} frames at --scale {args.scale}: frames x scale^2 must be at most "
+            f"{bounds.WALK_BUDGET} (as the demo's largest walk, {bounds.WALK_FRAMES_MAX} frames at scale "
+            f"{bounds.SCALE_MAX}); use fewer --seeds or --frames, or a smaller --scale"
+        )
     t0 = time.perf_counter()
     files = interpolate_to_dir(
         args.model,
@@ -65,3 +89,13 @@ def run(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - t0:.1f}s"
     )
     return 0
+
+
+def walk_seeds(text: str) -> list[int]:
+    """--seeds as integers: 2 to bounds.WALK_SEEDS_MAX of them, each in bounds.SEED; else a one-line error."""
+    if text.count(",") >= bounds.WALK_SEEDS_MAX:  # before parsing a list that could be any length
+        raise UsageError(f"--seeds takes at most {bounds.WALK_SEEDS_MAX} seeds (got {text.count(',') + 1})")
+    seeds = parse_seeds(text)
+    for s in seeds:
+        bounds.SEED.check("each of --seeds", s, UsageError)
+    return seeds

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .. import bounds
+from ..bounds import flag, helped
 from .flags import add_quiet, subcommand
 
 EXAMPLES = """examples:
@@ -17,8 +19,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     s.add_argument("sources", nargs="+", help="folders (searched recursively) or .zip files of JPEG/PNG/WebP images")
     s.add_argument("--out", required=True, help="output dataset directory (images.npy + manifest.json)")
-    s.add_argument("--size", type=int, default=64, help="output side in pixels, a power of two 32..256 (default 64)")
-    s.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument(
+        "--size",
+        type=flag(bounds.PREPARE_SIZE),
+        default=64,
+        help=helped("output side in pixels, a power of two", bounds.PREPARE_SIZE, 64),
+    )
+    s.add_argument(
+        "--workers",
+        type=flag(bounds.WORKERS),
+        default=None,
+        help=helped("worker processes", bounds.WORKERS, None) + " (default: all cores)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_quiet(s)
     s.set_defaults(func=run)

