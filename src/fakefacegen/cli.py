@@ -25,6 +25,8 @@ COMMANDS: tuple[str, ...] = (
     "fakefacegen.commands.export",
     "fakefacegen.commands.compare",
     "fakefacegen.commands.demo",
+    "fakefacegen.commands.directions",
+    "fakefacegen.commands.edit",
 )
 
 

@@ -59,6 +59,7 @@ class LoadedGenerator:
     """The network: a DCGAN ``models.DCGANGenerator`` or a ``stylegan.StyleGenerator``; ``net(z, psi)``."""
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    _directions: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def resolution(self) -> int:
@@ -90,6 +91,11 @@ class LoadedGenerator:
         """uint8 (N, R, R, 3) images from saved latents, e.g. ``fakefacegen project``'s NAME-latent.npy:
         z, (z_dim,) or (N, z_dim), for the DCGAN; W+, (blocks, w_dim) or (N, blocks, w_dim), for the style
         family. A latent of another shape is a ValueError naming ``source`` and the shapes that fit."""
+        return self.render(self.checked_latents(latents, source))
+
+    def checked_latents(self, latents: np.ndarray | torch.Tensor, source: str = "latent") -> torch.Tensor:
+        """Saved latents (see :meth:`synthesize_latents`) as a batch on this model's device: z (N, z_dim)
+        or W+ (N, blocks, w_dim); a ValueError naming ``source`` and the shapes that fit otherwise."""
         lat = torch.as_tensor(np.asarray(latents, dtype=np.float32))
         net: Any = self.net
         if self.family == "style":
@@ -103,8 +109,74 @@ class LoadedGenerator:
             problem = "has NaN/Inf values" if ok else f"has shape {tuple(lat.shape)}"
             raise ValueError(f"{source}: the latent {problem}; this {self.family} model takes {what}")
         single = lat.dim() == (2 if self.family == "style" else 1)
-        lat = (lat[None] if single else lat).to(self.device)
-        return to_uint8(net.synthesis(lat) if self.family == "style" else net(lat))
+        return (lat[None] if single else lat).to(self.device)
+
+    @property
+    def edit_space(self) -> str:
+        """Where attribute edits happen: 'w' (the mapping network's output) for the style family, 'z' otherwise."""
+        return "w" if self.family == "style" else "z"
+
+    @torch.no_grad()
+    def codes(
+        self, n: int, seed: int = 0, *, start: int = 0, psi: float = 1.0, truncation: float | None = None
+    ) -> torch.Tensor:
+        """(n, D) latents in the edit space of faces ``start``.. ``start + n - 1`` of ``seed``, truncated as
+        :meth:`sample` truncates: ``render(codes(...))`` gives the faces ``sample(...)`` gives."""
+        check_psi(psi)
+        z = noise(n, self.z_dim, seed, truncation=truncation, start=start).to(self.device)
+        if self.family != "style":
+            return z * psi if psi != 1.0 else z
+        net: Any = self.net
+        w = net.mapping(z)
+        return net.w_avg.float().lerp(w, psi) if psi != 1.0 else w
+
+    @torch.no_grad()
+    def render(self, codes: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """uint8 (N, R, R, 3) faces of latents in the edit space: (N, D), or W+ (N, blocks, D) for the style family."""
+        net: Any = self.net
+        run = net.synthesis if self.family == "style" else net
+        out = [to_uint8(run(c.to(self.device))) for c in codes.split(batch_size)]
+        return np.concatenate(out) if out else np.empty((0, self.resolution, self.resolution, 3), np.uint8)
+
+    def directions(self, path: str | Path | None = None) -> Any:
+        """This model's attribute directions (:class:`fakefacegen.directions.Directions`), from ``path`` or
+        from ``NAME-directions.json`` next to the model file; a file made for other weights is refused."""
+        from .directions import Directions, DirectionsError, directions_path, weights_hash
+
+        p = Path(path) if path is not None else directions_path(self.source)
+        if self._directions is not None and self._directions[0] == p:
+            return self._directions[1]
+        d = Directions.load(p)
+        want = (d.info.get("model") or {}).get("weights_sha1")
+        if want != weights_hash(self):
+            raise DirectionsError(
+                f"{p}: these directions were found for other weights ({want and want[:12]}) than {self.source}; "
+                f"make them with `fakefacegen directions {self.source}`"
+            )
+        if d.space != self.edit_space or d.dim != self.z_dim:
+            raise DirectionsError(f"{p}: directions in {d.space} ({d.dim}-d), this model edits in {self.edit_space}")
+        self._directions = (p, d)
+        return d
+
+    def edit(
+        self,
+        seed: int = 0,
+        index: int = 0,
+        attrs: dict[str, float] | None = None,
+        *,
+        keep: tuple[str, ...] | list[str] = (),
+        psi: float = 1.0,
+        truncation: float | None = None,
+        latent: np.ndarray | torch.Tensor | None = None,
+        directions: str | Path | None = None,
+    ) -> np.ndarray:
+        """uint8 (R, R, 3): face ``index`` of ``seed`` (or a saved ``latent``, e.g. project's NAME-latent.npy)
+        with each attribute of ``attrs`` moved by its amount, in standard deviations of the generated
+        latents along its direction (``{"Smiling": 2.0}``; negative = less), keeping ``keep`` unchanged."""
+        from .editing import edit_latent, latent_for
+
+        base = latent_for(self, seed=seed, index=index, psi=psi, truncation=truncation, latent=latent)
+        return self.render(edit_latent(self.directions(directions), base, attrs or {}, keep))[0]
 
     def sample(
         self,

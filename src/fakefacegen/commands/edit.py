@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from .. import bounds
+from ..bounds import Range, flag, helped
 from . import UsageError
-from .flags import add_device, add_model, add_seed, device_of, subcommand
+from .flags import add_device, add_model, add_seed, add_truncation, device_of, subcommand
+
+INDEX = Range(0, 2**31 - 1)  # the demo's INDEX_MAX
+STEPS = Range(2, 33)
+RANGE = Range(0, 10, integer=False, lo_open=True)
 
 EXAMPLES = """examples:
   fakefacegen edit --seed 0 --index 3 --attr Smiling=+2 --out edits/     # face 3 of seed 0, made to smile
@@ -24,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_model(s)
     add_seed(s)
-    s.add_argument("--index", type=int, default=0, help="which face of --seed (default 0)")
+    s.add_argument("--index", type=flag(INDEX), default=0, help=helped("which face of --seed", INDEX, 0))
     s.add_argument(
         "--attr",
         action="append",
@@ -44,15 +50,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument(
         "--directions", default=None, help="directions file (default: NAME-directions.json next to the model)"
     )
+    add_truncation(s)
     s.add_argument(
-        "--psi",
-        type=float,
-        default=1.0,
-        help="truncation of the face towards the average latent, in [0, 1] (default 1: off)",
+        "--range", type=flag(RANGE), default=3.0, help=helped("the strips run from -RANGE to +RANGE", RANGE, 3)
     )
-    s.add_argument("--range", type=float, default=3.0, help="the strips run from -RANGE to +RANGE (default 3)")
-    s.add_argument("--steps", type=int, default=7, help="faces per strip, 2..33 (default 7)")
-    s.add_argument("--scale", type=int, default=1, help="enlarge the PNGs this many times (Lanczos), 1..8 (default 1)")
+    s.add_argument("--steps", type=flag(STEPS), default=7, help=helped("faces per strip", STEPS, 7))
+    s.add_argument(
+        "--scale", type=flag(bounds.SCALE), default=1, help=helped("enlarge the PNGs (Lanczos)", bounds.SCALE, 1)
+    )
     s.add_argument("--out", default="edits", help="output directory (default edits/)")
     add_device(s)
     s.set_defaults(func=run)
@@ -62,19 +67,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(a: argparse.Namespace) -> int:
     if a.latent is not None and a.index != 0:
         raise UsageError("--latent and --index do not go together: the latent is the face")
-    if not 2 <= a.steps <= 33:
-        raise UsageError(f"--steps must be an integer in 2..33 (got {a.steps})")
-    if not 1 <= a.scale <= 8:
-        raise UsageError(f"--scale must be an integer in 1..8 (got {a.scale})")
-    if not 0 < a.range <= 10:
-        raise UsageError(f"--range must be a number in (0, 10] (got {a.range})")
     from ..editing import edit_faces, parse_attrs
-    from ..generate import check_psi, load_generator
+    from ..generate import load_generator
 
     attrs = parse_attrs(a.attr)
     if not attrs:
         raise UsageError("give at least one --attr NAME=AMOUNT, e.g. --attr Smiling=+2")
-    check_psi(a.psi)
     G = load_generator(a.model, device=device_of(a))
     files = edit_faces(
         G,
@@ -84,6 +82,7 @@ def run(a: argparse.Namespace) -> int:
         seed=a.seed,
         index=a.index,
         psi=a.psi,
+        truncation=a.truncation,
         latent_file=a.latent,
         directions=a.directions,
         k=a.range,

@@ -1,0 +1,431 @@
+"""Attribute directions in a generator's latent space, InterFaceGAN-style (Shen et al., CVPR 2020).
+
+``find_directions(G, classifier)`` generates ``n`` faces, scores them with the attribute classifier
+(:mod:`fakefacegen.attributes`) and fits, per attribute, a linear boundary in the *edit space*: W (the
+mapping network's output) for the style family, z for the DCGAN, which has nothing else. The boundary's
+unit normal is the attribute's direction; an edit of ``a`` moves a latent by ``a`` standard deviations of
+the generated latents along it (``sigma``), so amounts mean the same in z and in W.
+
+Fitting (``method``): ``regression`` (default) is ridge least squares of the classifier's logit on the
+latent, which uses how strongly each face shows the attribute, not only which side it is on;
+``logistic`` is class-balanced logistic regression on the 0.5-thresholded scores (InterFaceGAN fits a
+linear SVM on the extremes, a close relative). docs/editing.md compares the two.
+
+Conditional editing (:meth:`Directions.vector`): the edit is the shortest latent step that moves each
+edited attribute's linear score by its amount and each kept attribute's by 0, ``v = A^T (A A^T)^-1 b``
+with A the rows of the normals involved; for one attribute and nothing kept that is ``a * sigma * n``,
+and with one kept attribute it is InterFaceGAN's ``n1 - (n1.n2) n2`` direction, scaled so that the
+edited attribute still moves by ``a``.
+
+Attributes the classifier cannot tell apart (held-out balanced accuracy below :data:`MIN_BALANCED_ACCURACY`)
+and attributes the generator (almost) never or always shows are not offered; the file says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .attributes import AttributeClassifier
+    from .generate import LoadedGenerator
+
+FORMAT = "fakefacegen-directions"
+FORMAT_VERSION = 1
+MIN_BALANCED_ACCURACY = 0.75  # the classifier's held-out balanced accuracy an offered attribute needs
+MIN_GENERATED_SHARE = 0.01  # an offered attribute is shown by at least 1% and at most 99% of generated faces
+MIN_BOUNDARY_ACCURACY = 0.7  # the boundary's balanced accuracy on held-out generated faces
+FIT_SEED = 1_000_003  # the seed of the generated faces the boundaries are fitted on
+MEASURE_SEED = 1_000_033  # the seed of the held-out generated faces the edits are measured on
+MAX_GRAM_CONDITION = 1e3  # edited + kept directions nearly parallel beyond this: refused
+REQUIRED = (
+    "Smiling",
+    "Young",
+    "Male",
+    "Eyeglasses",
+    "Blond_Hair",
+    "Black_Hair",
+    "Bald",
+    "Heavy_Makeup",
+    "Mouth_Slightly_Open",
+)
+
+
+class DirectionsError(ValueError):
+    """A directions file, attribute name or edit that cannot be used (one-line message)."""
+
+
+def weights_hash(G: LoadedGenerator) -> str:
+    """sha1 of the generator's state dict (names and float32 values): which weights directions belong to."""
+    h = hashlib.sha1()
+    for k, v in G.net.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def directions_path(model_source: str | Path) -> Path:
+    """Where a model's directions live by default: ``NAME-directions.json`` next to its file
+    (the bundled ``assets/celeba64.safetensors`` -> ``assets/celeba64-directions.json``)."""
+    p = Path(model_source)
+    return p.with_name(f"{p.stem}-directions.json")
+
+
+# --------------------------------------------------------------------------------------------
+# the directions of one model, and conditional edit vectors
+
+
+@dataclass
+class Directions:
+    """The offered attributes' unit normals (K, D) in ``space`` ('z' or 'w'), their ``sigmas`` and
+    ``offsets`` (the boundary is n.x + offset = 0), and ``info`` (how they were found and measured)."""
+
+    space: str
+    attributes: list[str]
+    normals: np.ndarray
+    sigmas: np.ndarray
+    offsets: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.normals.shape[1])
+
+    def _row(self, name: str, flag: str) -> int:
+        if name not in self.attributes:
+            why = (self.info.get("not_offered") or {}).get(name)
+            if why:
+                raise DirectionsError(f"{flag} {name}: not offered for this model ({why})")
+            raise DirectionsError(f"{flag} {name}: unknown attribute; offered: {', '.join(self.attributes)}")
+        return self.attributes.index(name)
+
+    def vector(self, attrs: Mapping[str, float], keep: Sequence[str] = ()) -> np.ndarray:
+        """float32 (D,): the latent step that moves each attribute of ``attrs`` by its amount (in sigmas;
+        0 = not edited) and each attribute of ``keep`` by 0, as short as possible."""
+        edits = {k: float(v) for k, v in attrs.items() if float(v) != 0.0}
+        for k, v in attrs.items():
+            self._row(k, "--attr")
+            if not np.isfinite(float(v)):
+                raise DirectionsError(f"--attr {k}: the amount must be a finite number, got {v}")
+        for k in keep:
+            self._row(k, "--keep")
+            if k in attrs:
+                raise DirectionsError(f"--keep {k}: it is also edited with --attr; give it once")
+        key = (tuple(sorted(edits.items())), tuple(sorted(set(keep))))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        if not edits:
+            return np.zeros(self.dim, np.float32)
+        names = list(edits) + [k for k in dict.fromkeys(keep)]
+        rows = np.array([self.attributes.index(n) for n in names])
+        A = self.normals[rows].astype(np.float64)
+        b = np.array(
+            [edits[n] * self.sigmas[self.attributes.index(n)] for n in edits] + [0.0] * (len(names) - len(edits))
+        )
+        gram = A @ A.T
+        if np.linalg.cond(gram) > MAX_GRAM_CONDITION:
+            cos = np.abs(gram - np.eye(len(names)))
+            i, j = np.unravel_index(np.argmax(cos), cos.shape)
+            raise DirectionsError(
+                f"cannot edit and keep {', '.join(names)} at once: the directions of {names[i]} and {names[j]} "
+                f"are nearly parallel (cosine {gram[i, j]:.2f}); drop one of them"
+            )
+        v = (A.T @ np.linalg.solve(gram, b)).astype(np.float32)
+        if len(self._cache) < 4096:
+            self._cache[key] = v
+        return v
+
+    def scores(self, codes: np.ndarray) -> np.ndarray:
+        """(N, K): each code's signed distance to each boundary, in sigmas."""
+        return (np.asarray(codes, np.float64) @ self.normals.T.astype(np.float64) + self.offsets) / self.sigmas
+
+    # ----- the file
+
+    def to_json(self) -> dict[str, Any]:
+        per = {
+            a: {
+                "normal": [float(f"{x:.6g}") for x in self.normals[i]],
+                "sigma": float(f"{self.sigmas[i]:.6g}"),
+                "offset": float(f"{self.offsets[i]:.6g}"),
+                **(self.info.get("attributes", {}).get(a) or {}),
+            }
+            for i, a in enumerate(self.attributes)
+        }
+        rest = {k: v for k, v in self.info.items() if k != "attributes"}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "space": self.space,
+            "dim": self.dim,
+            **rest,
+            "attributes": per,
+        }
+
+    def save(self, path: str | Path) -> None:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Directions:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise DirectionsError(
+                f"{p}: no directions file for this model; make one with `fakefacegen directions MODEL --out {p}`"
+            ) from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DirectionsError(f"{p}: not a readable directions file ({str(e).splitlines()[0][:120]})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise DirectionsError(f"{p}: not a FakeFaceGen directions file (no '{FORMAT}' format field)")
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise DirectionsError(f"{p}: directions format {d['format_version']} is newer than this FakeFaceGen reads")
+        try:
+            per = d["attributes"]
+            names = list(per)
+            normals = np.array([per[a]["normal"] for a in names], np.float32).reshape(len(names), int(d["dim"]))
+            sigmas = np.array([per[a]["sigma"] for a in names], np.float64)
+            offsets = np.array([per[a]["offset"] for a in names], np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise DirectionsError(f"{p}: a directions file with missing or malformed attribute entries") from None
+        if not (np.isfinite(normals).all() and np.isfinite(sigmas).all() and (sigmas > 0).all()):
+            raise DirectionsError(f"{p}: a direction has NaN/Inf values or a sigma <= 0")
+        info = {k: v for k, v in d.items() if k not in ("format", "format_version", "space", "dim")}
+        info["attributes"] = {
+            a: {k: v for k, v in per[a].items() if k not in ("normal", "sigma", "offset")} for a in names
+        }
+        return cls(str(d.get("space")), names, normals, sigmas, offsets, info)
+
+
+# --------------------------------------------------------------------------------------------
+# fitting
+
+
+def fit_normal(
+    codes: np.ndarray, target: np.ndarray, method: str = "regression", l2: float = 1e-2
+) -> tuple[np.ndarray, float]:
+    """(unit normal (D,), offset) of a linear boundary n.x + offset = 0 between the codes (N, D).
+
+    ``regression``: ridge least squares of ``target`` (the classifier's logit) on the codes, the
+    offset placing the boundary at logit 0. ``logistic``: class-balanced logistic regression on
+    ``target > 0`` (L-BFGS, ridge ``l2``). Codes are standardised per dimension for the fit."""
+    x = torch.as_tensor(np.asarray(codes, np.float64))
+    t = torch.as_tensor(np.asarray(target, np.float64))
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-8)
+    xs = (x - mu) / sd
+    n, dim = xs.shape
+    if method == "regression":
+        tc = t - t.mean()
+        beta = torch.linalg.solve(xs.T @ xs + l2 * n * torch.eye(dim, dtype=x.dtype), xs.T @ tc)
+        bias = t.mean()
+    elif method == "logistic":
+        y = (t > 0).double()
+        pos = float(y.mean())
+        if pos in (0.0, 1.0):
+            raise DirectionsError("logistic fit: the generated faces are all on one side")
+        wts = torch.where(y > 0, 0.5 / pos, 0.5 / (1 - pos))
+        beta = torch.zeros(dim, dtype=x.dtype, requires_grad=True)
+        b0 = torch.zeros((), dtype=x.dtype, requires_grad=True)
+        opt = torch.optim.LBFGS([beta, b0], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            z = xs @ beta + b0
+            loss = (wts * torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")).mean()
+            loss = loss + 0.5 * l2 * beta.square().sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        beta, bias = beta.detach(), b0.detach()
+    else:
+        raise DirectionsError(f"--method must be 'regression' or 'logistic', got {method!r}")
+    w = beta / sd  # score = w.x + (bias - w.mu)
+    norm = float(w.norm())
+    if not norm > 0:
+        raise DirectionsError("the fitted boundary is degenerate (a zero normal)")
+    return (w / norm).float().numpy(), float((bias - w @ mu) / norm)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p.astype(np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+@torch.no_grad()
+def generated_scores(
+    G: LoadedGenerator,
+    clf: AttributeClassifier,
+    n: int,
+    seed: int,
+    *,
+    batch_size: int = 250,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(codes (n, D) in the edit space, classifier probabilities (n, A)) of ``n`` generated faces."""
+    codes, probs = [], []
+    for start in range(0, n, batch_size):
+        c = G.codes(min(batch_size, n - start), seed, start=start)
+        codes.append(c.cpu().numpy())
+        probs.append(clf.probabilities(G.render(c)))
+        if progress is not None:
+            progress(len(c))
+    return np.concatenate(codes), np.concatenate(probs)
+
+
+def _balanced(pred: np.ndarray, y: np.ndarray) -> float:
+    tpr = (pred & y).sum() / max(1, y.sum())
+    tnr = (~pred & ~y).sum() / max(1, (~y).sum())
+    return float((tpr + tnr) / 2)
+
+
+def find_directions(
+    G: LoadedGenerator,
+    clf: AttributeClassifier,
+    *,
+    n: int = 20_000,
+    n_measure: int = 1_000,
+    method: str = "regression",
+    seed: int = FIT_SEED,
+    attributes: Sequence[str] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> Directions:
+    """Fit a direction per attribute on ``n`` generated faces; offer those that pass the checks
+    (classifier, generated share, boundary accuracy on ``n_measure`` held-out generated faces)."""
+    t0 = time.perf_counter()
+    attrs = list(attributes or clf.attributes)
+    unknown = [a for a in attrs if a not in clf.attributes]
+    if unknown:
+        raise DirectionsError(f"--attributes: the classifier does not know {', '.join(unknown)}")
+    log(f"scoring {n} generated faces (seed {seed}) and {n_measure} held-out ones (seed {MEASURE_SEED})")
+    codes, probs = generated_scores(G, clf, n, seed)
+    h_codes, h_probs = generated_scores(G, clf, n_measure, MEASURE_SEED)
+    normals, sigmas, offsets, offered, per = [], [], [], [], {}
+    not_offered: dict[str, str] = {}
+    for a in attrs:
+        j = clf.attributes.index(a)
+        rep = clf.report.get(a, {})
+        bal = float(rep.get("balanced_accuracy", float("nan")))
+        share = float((probs[:, j] >= 0.5).mean())
+        entry: dict[str, Any] = {"classifier": rep, "generated_share": round(share, 4)}
+        if not bal >= MIN_BALANCED_ACCURACY:
+            not_offered[a] = f"the classifier's held-out balanced accuracy is {bal:.2f} < {MIN_BALANCED_ACCURACY}"
+            continue
+        if not MIN_GENERATED_SHARE <= share <= 1 - MIN_GENERATED_SHARE:
+            not_offered[a] = f"{share:.1%} of {n} generated faces show it (the classifier's score >= 0.5)"
+            continue
+        normal, offset = fit_normal(codes, _logit(probs[:, j]), method)
+        proj = codes @ normal
+        sigma = float(proj.std())
+        h_pred = h_codes @ normal + offset > 0
+        entry["boundary_balanced_accuracy"] = round(_balanced(h_pred, h_probs[:, j] >= 0.5), 4)
+        entry["boundary_correlation"] = round(float(np.corrcoef(h_codes @ normal, _logit(h_probs[:, j]))[0, 1]), 4)
+        if entry["boundary_balanced_accuracy"] < MIN_BOUNDARY_ACCURACY:
+            not_offered[a] = (
+                f"no linear boundary in {G.edit_space}: balanced accuracy {entry['boundary_balanced_accuracy']:.2f} "
+                f"on {n_measure} held-out generated faces"
+            )
+            continue
+        normals.append(normal)
+        sigmas.append(sigma)
+        offsets.append(offset)
+        offered.append(a)
+        per[a] = entry
+        log(f"{a}: classifier {bal:.3f}, generated {share:.3f}, boundary {entry['boundary_balanced_accuracy']:.3f}")
+    if not offered:
+        raise DirectionsError("no attribute passed the checks; nothing to offer (see the classifier's report)")
+    info = {
+        "model": {"source": Path(G.source).name, "weights_sha1": weights_hash(G), "family": G.family},
+        "fit": {
+            "method": method,
+            "n": n,
+            "seed": seed,
+            "n_measure": n_measure,
+            "measure_seed": MEASURE_SEED,
+            "min_balanced_accuracy": MIN_BALANCED_ACCURACY,
+            "min_generated_share": MIN_GENERATED_SHARE,
+            "min_boundary_accuracy": MIN_BOUNDARY_ACCURACY,
+            "seconds": round(time.perf_counter() - t0, 1),
+        },
+        "classifier": clf.report.get("_", {}),
+        "not_offered": not_offered,
+        "attributes": per,
+    }
+    return Directions(G.edit_space, offered, np.stack(normals), np.array(sigmas), np.array(offsets), info)
+
+
+# --------------------------------------------------------------------------------------------
+# measuring edits
+
+
+@torch.no_grad()
+def measure_edits(
+    G: LoadedGenerator,
+    clf: AttributeClassifier,
+    dirs: Directions,
+    *,
+    n: int = 1_000,
+    amount: float = 2.0,
+    seed: int = MEASURE_SEED,
+    attributes: Sequence[str] | None = None,
+    keep: Mapping[str, Sequence[str]] | None = None,
+    identity: Any = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, dict[str, Any]]:
+    """Per attribute, on ``n`` generated faces edited by +``amount`` and -``amount``:
+
+    * ``cross_up``: of the faces scored < 0.5, the share scored >= 0.5 after +amount (``cross_down``:
+      of those >= 0.5, the share < 0.5 after -amount); ``share_after_up``/``share_after_down``: the
+      share >= 0.5 among all faces after the edit;
+    * ``others_change``: the mean |change| of the other offered attributes' probabilities (entanglement),
+      and ``most_moved``: the other attribute whose mean signed change is largest, with that change;
+    * ``identity``: with an ``identity`` embedder (audit.identity.IdentityEmbedder), the mean dlib
+      distance between each face and its edit, and the share below dlib's same-person threshold 0.6.
+    ``keep[attr]`` lists attributes held fixed while editing ``attr`` (conditional editing)."""
+    codes = G.codes(n, seed)
+    base_img = G.render(codes)
+    p0 = clf.probabilities(base_img)
+    cols = [clf.attributes.index(a) for a in dirs.attributes]
+    emb0 = identity.embed(base_img) if identity is not None else None
+    out: dict[str, dict[str, Any]] = {}
+    for a in attributes or dirs.attributes:
+        j = clf.attributes.index(a)
+        kept = list((keep or {}).get(a, ()))
+        res: dict[str, Any] = {"n": n, "amount": amount, "keep": kept}
+        others = [c for c in cols if c != j]
+        for sign, tag in ((1.0, "up"), (-1.0, "down")):
+            v = torch.from_numpy(dirs.vector({a: sign * amount}, kept)).to(codes.device)
+            img = G.render(codes + v)
+            p1 = clf.probabilities(img)
+            before = p0[:, j] >= 0.5
+            after = p1[:, j] >= 0.5
+            eligible = ~before if sign > 0 else before
+            crossed = (after if sign > 0 else ~after) & eligible
+            res[f"cross_{tag}"] = round(float(crossed.sum() / max(1, eligible.sum())), 4)
+            res[f"eligible_{tag}"] = int(eligible.sum())
+            res[f"share_after_{tag}"] = round(float(after.mean()), 4)
+            res[f"target_change_{tag}"] = round(float((p1[:, j] - p0[:, j]).mean()), 4)
+            d = p1[:, others] - p0[:, others]
+            res[f"others_change_{tag}"] = round(float(np.abs(d).mean()), 4)
+            k = int(np.argmax(np.abs(d.mean(0)))) if others else 0
+            if others:
+                res[f"most_moved_{tag}"] = [clf.attributes[others[k]], round(float(d.mean(0)[k]), 4)]
+            if emb0 is not None:
+                dist = np.linalg.norm(identity.embed(img) - emb0, axis=1)
+                res[f"identity_{tag}"] = round(float(dist.mean()), 4)
+                res[f"same_person_{tag}"] = round(float((dist < 0.6).mean()), 4)
+        res["share_before"] = round(float((p0[:, j] >= 0.5).mean()), 4)
+        out[a] = res
+        log(f"{a}: " + ", ".join(f"{k} {v}" for k, v in res.items() if k not in ("n", "amount", "keep")))
+    return out
