@@ -6,8 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..bounds import Range, flag, helped
 from . import UsageError
-from .flags import add_device, add_model, device_of, subcommand
+from .flags import add_count, add_device, add_model, device_of, subcommand
+
+FIT_N = Range(100, 1_000_000)
+MEASURE_N = Range(0, 100_000)
+EPOCHS = Range(1, 1000)
 
 EXAMPLES = """examples:
   fakefacegen directions               # the bundled model, the shipped classifier: assets/celeba64-directions.json
@@ -35,18 +40,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="attribute classifier .safetensors to score faces with (default: the one shipped with fakefacegen)",
     )
     s.add_argument("--save-classifier", default=None, help="where to save the classifier trained on --data/--labels")
-    s.add_argument("--epochs", type=int, default=24, help="epochs of the classifier's training (default 24)")
+    s.add_argument(
+        "--epochs", type=flag(EPOCHS), default=24, help=helped("epochs of the classifier's training", EPOCHS, 24)
+    )
     s.add_argument(
         "--out", default=None, help="directions file to write (default: NAME-directions.json next to the model file)"
     )
-    s.add_argument(
-        "-n", "--n", type=int, default=20_000, help="generated faces to fit the directions on (default 20000)"
-    )
+    add_count(s, 20_000, "generated faces to fit the directions on", FIT_N)
     s.add_argument(
         "--measure",
-        type=int,
+        type=flag(MEASURE_N),
         default=1_000,
-        help="held-out generated faces to measure each edit on (+2 and -2); 0 = do not measure (default 1000)",
+        help=helped("held-out generated faces to measure each edit on (+2 and -2), 0 = none", MEASURE_N, 1000),
     )
     s.add_argument(
         "--identity",
@@ -72,12 +77,6 @@ def run(a: argparse.Namespace) -> int:
         raise UsageError("--classifier reads a trained classifier; with --data/--labels a new one is trained")
     if a.save_classifier is not None and a.data is None:
         raise UsageError("--save-classifier needs --data and --labels (the classifier to save is trained on them)")
-    if not 100 <= a.n <= 1_000_000:
-        raise UsageError(f"--n must be an integer in 100..1000000 (got {a.n})")
-    if not 0 <= a.measure <= 100_000:
-        raise UsageError(f"--measure must be an integer in 0..100000 (got {a.measure})")
-    if not 1 <= a.epochs <= 1000:
-        raise UsageError(f"--epochs must be an integer in 1..1000 (got {a.epochs})")
     from ..attributes import labelled_faces, load_classifier, read_labels, train_classifier
     from ..directions import directions_path, find_directions, measure_edits
     from ..generate import load_generator
