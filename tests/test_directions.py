@@ -200,3 +200,25 @@ def test_weights_hash_follows_the_weights(G):
 
     other = LoadedGenerator(type(G.net)(G.net.cfg), "x")
     assert weights_hash(other) != h
+
+
+@pytest.mark.slow
+def test_the_style_family_edits_in_w(tmp_path):
+    from fakefacegen.checkpoint import save_generator
+    from fakefacegen.config import ModelConfig
+    from fakefacegen.generate import load_generator
+    from fakefacegen.stylegan import StyleGenerator
+
+    torch.manual_seed(9)
+    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style")
+    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), tmp_path / "g.safetensors")
+    g = load_generator(tmp_path / "g.safetensors")
+    clf = BrightnessClassifier()
+    dirs = find_directions(g, clf, n=400, n_measure=200, attributes=["Bright"])
+    assert dirs.space == "w" and dirs.normals.shape == (1, 16)
+    w = g.codes(200, 1)
+    assert dirs.sigmas[0] == pytest.approx(float((w.numpy() @ dirs.normals[0]).std()), rel=0.2)  # W's own spread
+    m = measure_edits(g, clf, dirs, n=100)["Bright"]
+    assert m["target_change_up"] > 0 > m["target_change_down"]
+    assert m["share_after_up"] > m["share_before"] > m["share_after_down"]
+    assert "others_change_up" not in m  # one attribute offered: nothing else to move

@@ -299,18 +299,22 @@ def find_directions(
     method: str = "regression",
     seed: int = FIT_SEED,
     attributes: Sequence[str] | None = None,
+    scored: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> Directions:
     """Fit a direction per attribute on ``n`` generated faces; offer those that pass the checks
-    (classifier, generated share, boundary accuracy on ``n_measure`` held-out generated faces)."""
+    (classifier, generated share, boundary accuracy on ``n_measure`` held-out generated faces).
+    ``scored``: the (codes, probabilities) of those faces and of the held-out ones, when already computed
+    (:func:`generated_scores` with ``seed`` and :data:`MEASURE_SEED`), to compare fits without rescoring."""
     t0 = time.perf_counter()
     attrs = list(attributes or clf.attributes)
     unknown = [a for a in attrs if a not in clf.attributes]
     if unknown:
         raise DirectionsError(f"--attributes: the classifier does not know {', '.join(unknown)}")
-    log(f"scoring {n} generated faces (seed {seed}) and {n_measure} held-out ones (seed {MEASURE_SEED})")
-    codes, probs = generated_scores(G, clf, n, seed)
-    h_codes, h_probs = generated_scores(G, clf, n_measure, MEASURE_SEED)
+    if scored is None:
+        log(f"scoring {n} generated faces (seed {seed}) and {n_measure} held-out ones (seed {MEASURE_SEED})")
+        scored = (*generated_scores(G, clf, n, seed), *generated_scores(G, clf, n_measure, MEASURE_SEED))
+    codes, probs, h_codes, h_probs = scored
     normals, sigmas, offsets, offered, per = [], [], [], [], {}
     not_offered: dict[str, str] = {}
     for a in attrs:
@@ -416,10 +420,10 @@ def measure_edits(
             res[f"eligible_{tag}"] = int(eligible.sum())
             res[f"share_after_{tag}"] = round(float(after.mean()), 4)
             res[f"target_change_{tag}"] = round(float((p1[:, j] - p0[:, j]).mean()), 4)
-            d = p1[:, others] - p0[:, others]
-            res[f"others_change_{tag}"] = round(float(np.abs(d).mean()), 4)
-            k = int(np.argmax(np.abs(d.mean(0)))) if others else 0
-            if others:
+            if others:  # entanglement: how much the other offered attributes move
+                d = p1[:, others] - p0[:, others]
+                k = int(np.argmax(np.abs(d.mean(0))))
+                res[f"others_change_{tag}"] = round(float(np.abs(d).mean()), 4)
                 res[f"most_moved_{tag}"] = [clf.attributes[others[k]], round(float(d.mean(0)[k]), 4)]
             if emb0 is not None:
                 dist = np.linalg.norm(identity.embed(img) - emb0, axis=1)
