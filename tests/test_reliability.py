@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import debug_train_argv, make_dataset_dir
 from fakefacegen.atomic import atomic_write, remove_stale_temps
@@ -228,7 +231,10 @@ def _bad_files(good_run: Path, d: Path, marker: Path) -> dict[str, tuple[Path, s
     # a 64 px generator's weights in a checkpoint that says 32 px
     g64, _ = build_models(ModelConfig(resolution=64, width=8, z_dim=16))
     put(
-        "res64_in_32.pt", None, "do not fit a 32px dcgan generator", obj={**state, "G": g64.state_dict(), "G_ema": None}
+        "res64_in_32.pt",
+        None,
+        "model.resolution is 32 in its config, but its tensors are of resolution 64",
+        obj={**state, "G": g64.state_dict(), "G_ema": None},
     )
     # code execution attempts: a zip checkpoint, a raw pickle and the legacy torch format
     put("evil_zip.pt", None, "refused to load", obj={**state, "G": _Evil(marker)})
@@ -297,17 +303,29 @@ def test_resume_with_other_resolution_data_or_weights(good_run, ds, tmp_path, ca
     assert main(["train", "--resume", str(run), "--steps", "3", "--quiet"]) == 2
     line = _one_line_error(capsys)
     assert "64 px but model.resolution is 32" in line and str(data64) in line
-    # (b) a checkpoint whose weights are of a 64 px model: refused, naming the file
+    # (b) checkpoints whose weights are of a 64 px model: refused before any network is built, naming
+    # the file and the field
     run2 = tmp_path / "run2"
     shutil.copytree(good_run, run2)
-    ck = list_checkpoints(run2)[-1]
-    s = torch.load(ck, weights_only=True)
     g64, d64 = build_models(ModelConfig(resolution=64, width=8, z_dim=16))
-    s["G"], s["D"] = g64.state_dict(), d64.state_dict()
-    save_checkpoint({k: v for k, v in s.items() if k not in ("format", "format_version")}, ck)
+    for ck in list_checkpoints(run2):
+        s = torch.load(ck, weights_only=True)
+        s["G"], s["D"], s["G_ema"] = g64.state_dict(), d64.state_dict(), None
+        save_checkpoint({k: v for k, v in s.items() if k not in ("format", "format_version")}, ck)
     with pytest.raises(CheckpointError) as e:
         Trainer(resume=run2, progress=False)
-    assert "does not fit" in str(e.value) and str(ck) in str(e.value)
+    assert "none of its 2 checkpoint(s) can be used; refusing to start over" in str(e.value)
+    assert f"{ck}: model.resolution is 32 in its config, but its tensors are of resolution 64" in str(e.value)
+    # (c) a D of another size in a checkpoint whose G fits: refused when loaded into the model
+    run3 = tmp_path / "run3"
+    shutil.copytree(good_run, run3)
+    for ck in list_checkpoints(run3):
+        s = torch.load(ck, weights_only=True)
+        s["D"] = d64.state_dict()
+        save_checkpoint({k: v for k, v in s.items() if k not in ("format", "format_version")}, ck)
+    with pytest.raises(CheckpointError) as e:
+        Trainer(resume=run3, progress=False)
+    assert "checkpoint does not fit this model" in str(e.value) and str(ck) in str(e.value)
 
 
 def test_resume_skips_a_damaged_newest_checkpoint_but_never_starts_over(good_run, tmp_path, capsys):
@@ -660,3 +678,182 @@ def test_save_generator_and_checkpoint_round_trip(tmp_path):
     buf = io.BytesIO()
     torch.save({"x": 1}, buf)
     assert buf.getvalue()[:2] == b"PK"  # sniffing relies on torch.save writing a zip
+
+
+# =============================================================================================
+# Code in a pickle: refused in every format the loaders accept, with one line that says nothing ran
+
+
+class _System:
+    """Unpickling this would run a shell command (os.system) that creates ``target``."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def _pickle_formats(d: Path, payload) -> dict[str, Path]:
+    """One file per format a loader accepts: torch's zip, torch's legacy format, plain pickles of
+    protocols 0 to 5; each named .pt."""
+    files: dict[str, Path] = {}
+    torch.save(payload, d / "zip.pt")
+    torch.save(payload, d / "legacy.pt", _use_new_zipfile_serialization=False)
+    files["zip"], files["legacy"] = d / "zip.pt", d / "legacy.pt"
+    for proto in range(6):
+        p = d / f"pickle{proto}.pt"
+        p.write_bytes(pickle.dumps(payload, protocol=proto))
+        files[f"pickle{proto}"] = p
+    return files
+
+
+@pytest.mark.slow
+def test_code_in_a_pickle_is_refused_in_every_format(good_run, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    state = torch.load(good_run / "checkpoints" / "ckpt-00000002.pt", weights_only=True)
+    files = _pickle_formats(tmp_path, {**state, "G": _System(marker)})
+    assert len(files) == 8
+    for fmt, path in files.items():
+        expect = (
+            f"{path}: refused to load: it contains code or objects that are not plain tensors and numbers "
+            f"(unpickling it would call posix.system); nothing in it was run"
+        )
+        for load in (load_checkpoint, load_generator):
+            with pytest.raises(CheckpointError) as e:
+                load(path)
+            assert str(e.value) == expect, (fmt, str(e.value))
+            assert "weights_only" not in str(e.value)
+        assert main(["generate", str(path), "--n", "1", "--out", str(tmp_path / "o")]) == 2
+        assert _one_line_error(capsys, only=True) == f"error: {expect}", fmt
+        # named as a generator export: never unpickled either
+        st = path.with_suffix(".safetensors")
+        shutil.copyfile(path, st)
+        with pytest.raises(CheckpointError, match="not a safetensors generator file") as e:
+            load_generator(st)
+        assert str(st) in str(e.value)
+        # as the newest checkpoint of a run: generate refuses the run; train --resume skips it with
+        # the same reason and resumes from the one before
+        run = tmp_path / f"run-{fmt}"
+        shutil.copytree(good_run, run)
+        newest = run / "checkpoints" / "ckpt-00000002.pt"
+        shutil.copyfile(path, newest)
+        with pytest.raises(CheckpointError) as e:
+            load_generator(run)
+        assert str(e.value) == expect.replace(str(path), str(newest))
+        tr = Trainer(resume=run, progress=False)
+        assert tr.step == 1
+        if tr.lock:
+            tr.lock.release()
+        err = capsys.readouterr().err
+        assert f"warning: skipping {run / 'checkpoints' / 'ckpt-00000002.pt'}: refused to load: " in err
+    assert not marker.exists(), "a malicious pickle ran"
+
+
+# =============================================================================================
+# A generator file's model config: checked against the ranges and the file's tensors before a
+# network is built
+
+
+def _crafted_generator(path: Path, model: dict, tensors: dict | None = None) -> Path:
+    from safetensors.torch import save
+
+    if tensors is None:
+        g, _ = build_models(ModelConfig(resolution=32, width=8, z_dim=16))
+        tensors = g.state_dict()
+    meta = {"format": "fakefacegen-generator", "format_version": "1", "model": json.dumps(model), "meta": "{}"}
+    path.write_bytes(save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta))
+    return path
+
+
+GOOD_MODEL = {"resolution": 32, "width": 8, "z_dim": 16, "arch": "reference"}
+
+
+@pytest.mark.parametrize(
+    "change,expect",
+    [
+        ({"resolution": 65536}, "the stored model config is invalid: model.resolution"),
+        ({"z_dim": 10**9}, "the stored model config is invalid: model.z_dim"),
+        ({"width": 10**6}, "the stored model config is invalid: model.width"),
+        ({"mapping_layers": 10**6, "arch": "style"}, "the stored model config is invalid: model.mapping_layers"),
+        ({"resolution": "64"}, "the stored model config is invalid"),
+        ({"heads": 8}, "the stored model config is invalid (ModelConfig.__init__() got an unexpected keyword"),
+        ({"z_dim": 17}, "model.z_dim is 17 in its config, but its tensors are of z_dim 16"),
+        ({"width": 16}, "model.width is 16 in its config, but its tensors are of width 8"),
+        ({"resolution": 64}, "model.resolution is 64 in its config, but its tensors are of resolution 32"),
+        ({"arch": "tutorial"}, "model.arch is 'tutorial' in its config, but its tensors are of arch 'reference'"),
+        ({"arch": "style"}, "model.arch is 'style' in its config, but its tensors are those of a dcgan generator"),
+    ],
+)
+def test_generator_metadata_is_checked_before_a_network_is_built(tmp_path, monkeypatch, capsys, change, expect):
+    import time
+
+    import fakefacegen.generate as gen
+
+    path = _crafted_generator(tmp_path / "g.safetensors", {**GOOD_MODEL, **change})
+    monkeypatch.setattr(gen, "build_generator", lambda mc: pytest.fail(f"a network was built for {mc}"))
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError) as e:
+        load_generator(path)
+    assert time.perf_counter() - t0 < 1.0
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: ") and expect in msg, msg
+    assert main(["generate", str(path), "--n", "1", "--out", str(tmp_path / "o")]) == 2
+    assert _one_line_error(capsys, only=True) == f"error: {msg}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_generator_tensors_missing_extra_or_misshapen(tmp_path):
+    g, _ = build_models(ModelConfig(resolution=32, width=8, z_dim=16))
+    sd = g.state_dict()
+    cases = {
+        "missing": ({k: v for k, v in sd.items() if k != "net.4.running_var"}, "no tensor net.4.running_var"),
+        "extra": ({**sd, "net.99.weight": torch.zeros(2)}, "tensor net.99.weight is not part of a generator"),
+        "shape": ({**sd, "net.3.weight": torch.zeros(32, 16, 3, 3)}, "tensor net.3.weight is [32, 16, 3, 3], but a"),
+    }
+    for name, (tensors, expect) in cases.items():
+        path = _crafted_generator(tmp_path / f"{name}.safetensors", GOOD_MODEL, tensors)
+        with pytest.raises(CheckpointError, match=re.escape(expect)) as e:
+            load_generator_file(path)
+        assert str(e.value).startswith(f"{path}: ")
+    # the same rule for a training checkpoint's G (and the EMA copy): its config names the sizes
+    from fakefacegen.checkpoint import check_format
+
+    state = {
+        "format": FORMAT,
+        "format_version": 1,
+        "step": 1,
+        "G": sd,
+        "config": {"model": {**GOOD_MODEL, "z_dim": 10**9}},
+    }
+    with pytest.raises(CheckpointError, match=r"x\.pt: the stored model config is invalid: model\.z_dim"):
+        check_format(state, "x.pt")
+    with pytest.raises(
+        CheckpointError, match=r"x\.pt: model\.width is 4 in its config, but its tensors are of width 8"
+    ):
+        check_format({**state, "config": {"model": {**GOOD_MODEL, "width": 4}}}, "x.pt")
+    check_format({**state, "config": {"model": GOOD_MODEL}, "G_ema": sd}, "x.pt")  # a consistent one passes
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(
+    arch=st.sampled_from(["reference", "tutorial", "style"]),
+    resolution=st.sampled_from([32, 64, 128]),
+    width=st.integers(1, 12),
+    z_dim=st.integers(1, 24),
+    max_width=st.integers(1, 48),
+    mapping_layers=st.integers(1, 4),
+)
+def test_generator_shapes_are_those_of_the_networks(arch, resolution, width, z_dim, max_width, mapping_layers):
+    """checkpoint.generator_shapes (computed, nothing built) equals the state_dict of the network
+    that models.build_generator builds, for both families."""
+    from fakefacegen.checkpoint import generator_shapes
+    from fakefacegen.models import build_generator
+
+    mc = ModelConfig(
+        resolution=resolution, width=width, z_dim=z_dim, arch=arch, max_width=max_width, mapping_layers=mapping_layers
+    )
+    mc.validate()
+    built = {k: tuple(v.shape) for k, v in build_generator(mc).state_dict().items()}
+    assert generator_shapes(mc) == built
