@@ -252,7 +252,7 @@ def _first_line(e: BaseException) -> str:
 
 def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
     if not isinstance(d, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(d).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(d).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(prefix + bounds.shown(u) if not isinstance(u, str) else prefix + u for u in set(d) - names)
