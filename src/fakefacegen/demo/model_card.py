@@ -83,7 +83,7 @@ def describe_model(G: LoadedGenerator) -> dict[str, Any]:
     name = meta.get("name") or (run.path.name if run else path.stem)
     info: dict[str, Any] = {
         "name": name,
-        "source": str(path),
+        "source": path.name,  # a name, never a path of the server's machine
         "bundled": bundled,
         "resolution": G.resolution,
         "z_dim": G.z_dim,

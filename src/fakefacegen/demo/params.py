@@ -1,7 +1,22 @@
 """Request validation: the limits of every route and strict parsing of query parameters.
 
 Unknown or repeated parameters and out-of-range values are a :class:`BadRequest` (a 400 whose
-one-line message the client sees)."""
+one-line message the client sees). The limits, all checked before any work starts:
+
+==================  ================================================================================
+seed                0..SEED_MAX (2**32 - 1)
+index               0..INDEX_MAX (2**31 - 1)
+n (grid)            1..MAX_GRID (64); cols 1..MAX_GRID; pad 0..MAX_PAD (16)
+truncation          TRUNCATION_RANGE (0.3..1.0) or off
+frames (walks)      2..MAX_FRAMES (64); fps FPS_RANGE (1..60)
+scale               1..MAX_SCALE (8)
+one image           at most MAX_SIDE (4096) pixels per side and MAX_PIXELS (4096**2) pixels in all
+                    (every frame of an animation counted), whatever the other parameters allow
+photo upload        at most MAX_UPLOAD_BYTES (16 MiB) and MAX_PHOTO_PIXELS (25 Mpx); steps
+                    PROJECT_STEPS_RANGE (0..100)
+==================  ================================================================================
+
+``commands/`` imports these names to bound the same flags on the command line: keep them stable."""
 
 from __future__ import annotations
 
@@ -20,6 +35,13 @@ TRUNCATION_RANGE = (0.3, 1.0)
 MAX_FRAMES = 64
 MAX_SCALE = 8
 MAX_SIDE = 4096  # longest side of any image the server renders (bounds the memory of one render)
+MAX_PIXELS = MAX_SIDE * MAX_SIDE  # pixels of one response, all frames of an animation counted (~50 MB as RGB)
+MAX_PAD = 16
+FPS_RANGE = (1.0, 60.0)
+MAX_UPLOAD_BYTES = 16 << 20  # a photo upload's body
+MAX_PHOTO_PIXELS = 25_000_000  # a photo's width x height, read from its header before it is decoded
+PROJECT_STEPS_RANGE = (0, 100)
+PROJECT_DEFAULT_STEPS = 40
 
 
 class BadRequest(HTTPException):
@@ -38,6 +60,19 @@ class FaceId:
 
     def __str__(self) -> str:
         return f"{self.seed}:{self.index}"
+
+
+@dataclass(frozen=True)
+class PhotoId:
+    """A projected photo, by the id that ``POST /api/project`` answered (one end of a walk)."""
+
+    id: str
+
+    def __str__(self) -> str:
+        return f"photo:{self.id}"
+
+
+PHOTO_ID_RE = r"[0-9a-f]{16}"
 
 
 class Params:
@@ -100,7 +135,31 @@ class Params:
             )
         return FaceId(int(m.group(1)), int(m.group(2)))
 
+    def end(self, name: str) -> FaceId | PhotoId:
+        """One end of a walk: a face (SEED:INDEX) or a projected photo (photo:ID)."""
+        raw = self.q.get(name)
+        if raw is not None and raw.strip().startswith("photo:"):
+            m = re.fullmatch(rf"\s*photo:({PHOTO_ID_RE})\s*", raw)
+            if not m:
+                raise BadRequest(f"{name} must be photo:ID with the 16 hex digits of a projection, got {raw[:40]!r}")
+            return PhotoId(m.group(1))
+        return self.face(name)
 
-def check_size(h: int, w: int, what: str) -> None:
+    def photo(self, name: str = "id") -> PhotoId:
+        raw = self.q.get(name)
+        if raw is None or not re.fullmatch(PHOTO_ID_RE, raw.strip()):
+            got = "nothing" if raw is None else repr(raw[:40])
+            raise BadRequest(f"{name} must be the 16 hex digits of a projection, got {got}")
+        return PhotoId(raw.strip())
+
+
+def check_size(h: int, w: int, what: str, frames: int = 1, lower: str = "scale or n") -> None:
+    """One image of ``w`` x ``h`` pixels (``frames`` of them for an animation): at most MAX_SIDE per side
+    and MAX_PIXELS in all, else a BadRequest naming the parameters to ``lower``."""
     if max(h, w) > MAX_SIDE:
-        raise BadRequest(f"{what} would be {w}x{h} pixels; the limit is {MAX_SIDE} per side (lower scale or n)")
+        raise BadRequest(f"{what} would be {w}x{h} pixels; the limit is {MAX_SIDE} per side (lower {lower})")
+    if frames * w * h > MAX_PIXELS:
+        each = f"{frames} frames of {w}x{h} = " if frames > 1 else f"{w}x{h} = "
+        raise BadRequest(
+            f"{what} would be {each}{frames * w * h:,} pixels; the limit is {MAX_PIXELS:,} per request (lower {lower})"
+        )

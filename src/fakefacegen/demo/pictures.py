@@ -7,6 +7,7 @@ the page, ``fakefacegen generate --seed S`` and a shared link all show the same 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +27,16 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_gif(frames: np.ndarray, fps: float) -> bytes:
-    """uint8 (F, H, W, 3) -> an endlessly looping animated GIF (same settings as ``interpolate``)."""
-    ims = [Image.fromarray(f) for f in frames]
+def encode_gif(frames: np.ndarray, fps: float, back: bool = False) -> bytes:
+    """uint8 (F, H, W, 3) -> an endlessly looping animated GIF; ``back``: then the frames in reverse
+    (without repeating either end), so the loop goes there and back without a stutter.
+
+    Each frame gets its own 256-colour palette from Pillow's fast octree quantiser, without dithering:
+    20-250x faster than the median cut Pillow uses by default (33 s -> 0.3 s for 46 frames of 256 px),
+    for a mean error of about 3 instead of 2 levels of 255. Reversed frames reuse their palettes."""
+    ims = [Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for f in frames]
+    if back:
+        ims += ims[-2:0:-1]
     buf = io.BytesIO()
     ims[0].save(
         buf,
@@ -69,19 +77,52 @@ def face_pngs(G: LoadedGenerator, items: list[tuple[FaceId, float | None, int]])
     return [encode_png(upscale(img[None], scale)[0]) for img, (_, _, scale) in zip(imgs, items)]
 
 
+def face_latent(G: LoadedGenerator, face: FaceId, truncation: float | None) -> np.ndarray:
+    """The latent of a face in the space ``fakefacegen.project`` uses: z (z_dim,) for the DCGAN,
+    W+ (blocks, w_dim) for the style family."""
+    z = face_noise(G.z_dim, [face], truncation)
+    if G.family != "style":
+        return z[0].numpy()
+    net: Any = G.net
+    with torch.no_grad():
+        w = net.mapping(z.to(G.device))[0].cpu()
+    return w[None].repeat(len(net.blocks), 1).numpy()
+
+
+def latent_walk(G: LoadedGenerator, a: np.ndarray, b: np.ndarray, frames: int) -> np.ndarray:
+    """uint8 (frames, R, R, 3): the walk between two latents of ``project``'s space, exact ends: along
+    a great circle for the DCGAN's z (as between two faces), straight in W+ for the style family."""
+    from ..interpolate import slerp
+
+    t = torch.linspace(0, 1, frames, dtype=torch.float64)
+    ta, tb = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if G.family == "style":
+        lat = ta[None] + (tb - ta)[None] * t[:, None, None]
+    else:
+        lat = slerp(ta, tb, t)
+    return G.synthesize_latents(lat.to(torch.float32), "the walk")
+
+
+Walker = FaceId | np.ndarray  # a face, or a projected photo's latent
+
+
 def walk_image(
     G: LoadedGenerator,
-    a: FaceId,
-    b: FaceId,
+    a: Walker,
+    b: Walker,
     frames: int,
     truncation: float | None,
     scale: int,
     fmt: str,
     fps: float = 12.0,
 ) -> bytes:
-    """The walk a -> b as a PNG strip (``fmt="png"``) or a looping GIF at ``fps``."""
-    imgs = upscale(G.synthesize(walk_noise(G.z_dim, a, b, frames, truncation)), scale)
+    """The walk a -> b as a PNG strip (``fmt="png"``) or a looping GIF at ``fps`` (there and back)."""
+    if isinstance(a, FaceId) and isinstance(b, FaceId):
+        raw = G.synthesize(walk_noise(G.z_dim, a, b, frames, truncation))
+    else:
+        la, lb = (face_latent(G, x, truncation) if isinstance(x, FaceId) else x for x in (a, b))
+        raw = latent_walk(G, la, lb, frames)
+    imgs = upscale(raw, scale)
     if fmt == "png":
         return encode_png(make_grid(imgs, nrow=frames, pad=2 * scale))
-    # there and back, without showing either end twice in a row, so the loop has no stutter
-    return encode_gif(np.concatenate([imgs, imgs[-2:0:-1]]), fps)
+    return encode_gif(imgs, fps, back=True)

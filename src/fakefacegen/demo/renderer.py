@@ -1,5 +1,6 @@
-"""The render cache and worker: one thread renders, identical requests in flight share one render,
-waiting single faces share one forward pass, at most ``max_pending`` renders wait (more get a 503),
+"""The render cache and workers: single faces and everything else render in two lanes (one thread each,
+see :mod:`.lanes`), identical requests in flight share one render, waiting single faces share one
+forward pass, each lane admits work only within its cost budget (more gets a 503 with Retry-After),
 and rendered bytes sit in a byte-bounded LRU cache keyed by the request, with ETags that change with
 the model's weights."""
 
@@ -8,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from starlette.exceptions import HTTPException
+import numpy as np
 
 from ..generate import LoadedGenerator
+from ..images import upscale
+from .lanes import Costs, Lane
 from .params import FaceId
-from .pictures import face_pngs, grid_png, walk_image
+from .pictures import Walker, encode_png, face_pngs, grid_png, walk_image
 
 T = TypeVar("T")
 
@@ -56,61 +59,66 @@ class LRUBytes:
         return len(self._d)
 
 
-class Busy(HTTPException):
-    """A 503: ``max_pending`` renders are already waiting (the client retries after a second)."""
-
-    def __init__(self, pending: int):
-        super().__init__(
-            503, f"server busy: {pending} renders already waiting; retry in a moment", headers={"Retry-After": "1"}
-        )
-
-
 class Renderer:
-    """Renders images for the routes on one worker thread, with single-flight and a bounded queue."""
+    """Renders images for the routes in two lanes (see :mod:`.lanes`): single faces on one worker thread,
+    everything else on another, with single-flight (identical requests share one render), a cost budget
+    per lane and per client (503 + Retry-After past it) and a byte-bounded cache."""
 
-    def __init__(self, G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: int = 128):
+    def __init__(
+        self,
+        G: LoadedGenerator,
+        *,
+        cache_bytes: int = 64 << 20,
+        max_pending: int = 32,
+        queue_seconds: float = 60.0,
+        face_queue_seconds: float = 4.0,
+        costs: Costs | None = None,
+    ):
         self.G = G
         self.cache = LRUBytes(cache_bytes)
-        self.max_pending = int(max_pending)
         self.inflight: dict[str, asyncio.Future] = {}
         self.renders = 0
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fakefacegen-render")
+        self.costs = costs or Costs.measure(G)
+        self.heavy = Lane("render", queue_seconds * 1000, max_items=max_pending)
+        self.cheap = Lane("face", face_queue_seconds * 1000, max_items=4 * self.max_face_batch)
         self.model_id = model_hash(G)
-        self.max_face_batch = 64
-        self._faces: list[tuple[FaceId, float | None, int, asyncio.Future]] = []
+        self._faces: list[tuple[FaceId, float | None, int, asyncio.Future, float, str]] = []
         self._draining = False
+
+    max_face_batch = 64
 
     def etag(self, key: str) -> str:
         return '"' + hashlib.sha1(f"{self.model_id}|{key}".encode()).hexdigest()[:24] + '"'
 
     async def _fetch(self, key: str, start: Callable[[], asyncio.Future]) -> bytes:
         """The bytes for ``key``: from the cache, from an identical render in flight, or from the
-        future that ``start()`` returns (a new render), unless too many renders are pending."""
+        future that ``start()`` returns (a new render; it raises Busy when its lane is full)."""
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         fut = self.inflight.get(key)
         if fut is None:
-            if len(self.inflight) >= self.max_pending:
-                raise Busy(len(self.inflight))
             fut = start()
             self.inflight[key] = fut
             fut.add_done_callback(functools.partial(self._done, key))
         # shield: a client that hangs up must not cancel a render other clients are waiting for
         return await asyncio.shield(fut)
 
-    async def get(self, key: str, fn: Callable[[], bytes]) -> bytes:
-        """The bytes for ``key``: from the cache, from an identical render in flight, or rendered now."""
-        return await self._fetch(key, lambda: asyncio.get_running_loop().run_in_executor(self.executor, self._run, fn))
+    async def get(self, key: str, fn: Callable[[], bytes], cost_ms: float, client: str = "") -> bytes:
+        """The bytes for ``key``: from the cache, an identical render in flight, or ``fn`` in the render lane."""
+        return await self._fetch(key, lambda: self.heavy.submit(functools.partial(self._run, fn), cost_ms, client))
 
-    async def get_face(self, key: str, face: FaceId, truncation: float | None, scale: int) -> bytes:
-        """Like :meth:`get` for single faces, but faces waiting at the same time share one forward pass:
-        on CPU a batch of 16 costs about 6 single faces."""
+    async def get_face(
+        self, key: str, face: FaceId, truncation: float | None, scale: int, cost_ms: float, client: str = ""
+    ) -> bytes:
+        """Like :meth:`get` for single faces, in the face lane; faces waiting at the same time share one
+        forward pass (on CPU a batch of 16 costs about 6 single faces)."""
 
         def start() -> asyncio.Future:
+            self.cheap.admit(cost_ms, client)
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
-            self._faces.append((face, truncation, scale, fut))
+            self._faces.append((face, truncation, scale, fut, cost_ms, client))
             if not self._draining:
                 self._draining = True
                 loop.create_task(self._drain_faces())
@@ -124,18 +132,24 @@ class Renderer:
             while self._faces:
                 await asyncio.sleep(0)  # requests that arrived in this loop tick join the batch
                 batch, self._faces = self._faces[: self.max_face_batch], self._faces[self.max_face_batch :]
+                est = sum(x[4] for x in batch)
+                t0 = time.perf_counter()
                 try:
                     out = await loop.run_in_executor(
-                        self.executor, self._run, lambda b=batch: self.faces([x[:3] for x in b])
+                        self.cheap.executor, self._run, lambda b=batch: self.faces([x[:3] for x in b])
                     )
                 except Exception as e:  # every waiter gets the failure, none hangs
-                    for *_, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(e)
+                    for x in batch:
+                        if not x[3].done():
+                            x[3].set_exception(e)
                     continue
-                for (*_, fut), png in zip(batch, out):
-                    if not fut.done():
-                        fut.set_result(png)
+                finally:
+                    self.cheap.learn(est, time.perf_counter() - t0)
+                    for x in batch:
+                        self.cheap.release(x[4], x[5])
+                for x, png in zip(batch, out):
+                    if not x[3].done():
+                        x[3].set_result(png)
         finally:
             self._draining = False
 
@@ -149,7 +163,8 @@ class Renderer:
             self.cache.put(key, fut.result())
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.heavy.close()
+        self.cheap.close()
 
     # -- the images (see pictures.py) --------------------------------------------------------
     def grid(self, seed: int, n: int, truncation: float | None, cols: int, pad: int, scale: int) -> bytes:
@@ -160,9 +175,13 @@ class Renderer:
         return face_pngs(self.G, items)
 
     def walk(
-        self, a: FaceId, b: FaceId, frames: int, truncation: float | None, scale: int, fmt: str, fps: float = 12.0
+        self, a: Walker, b: Walker, frames: int, truncation: float | None, scale: int, fmt: str, fps: float = 12.0
     ) -> bytes:
         return walk_image(self.G, a, b, frames, truncation, scale, fmt, fps)
+
+    def latent_png(self, latent: np.ndarray, scale: int) -> bytes:
+        """The face of a projected photo's latent, ``scale`` times as large."""
+        return encode_png(upscale(self.G.synthesize_latents(latent, "the projection"), scale)[0])
 
 
 def model_hash(G: LoadedGenerator) -> str:

@@ -1,28 +1,39 @@
 """The demo's web server: a Starlette app around one loaded generator.
 
-Routes (all GET; every query parameter is validated, and any error is a 4xx with a one-line JSON
-body ``{"error": "..."}``, never a stack trace):
+Routes (every query parameter is validated against the ranges in :mod:`.params`, and any error is a
+4xx with a one-line JSON body ``{"error": "..."}``, never a stack trace):
 
-    /                 the page (static/index.html); its state lives in the URL: ?seed=S&n=16&truncation=0.7
-    /static/...       the page's script and style, served by the package (nothing from a CDN)
-    /api/model        JSON: which model is loaded (name, resolution, images seen, FID) and the limits
-    /api/grid.png     ?seed&n&truncation&cols&pad&scale   n faces of one seed as one PNG grid
-    /api/face.png     ?seed&index&truncation&scale         face ``index`` of ``seed``
-    /api/walk.png     ?a=SEED:INDEX&b=SEED:INDEX&frames&truncation&scale   the slerp walk a -> b as a strip
-    /api/walk.gif     same, plus fps: the walk as a looping (there and back) animation
+    GET  /                 the page (static/index.html); its state lives in the URL: ?seed=S&n=16&truncation=0.7
+    GET  /static/...       the page's script and style, served by the package (nothing from a CDN)
+    GET  /api/model        JSON: which model is loaded (name, resolution, images seen, FID) and the limits
+    GET  /api/grid.png     ?seed&n&truncation&cols&pad&scale   n faces of one seed as one PNG grid
+    GET  /api/face.png     ?seed&index&truncation&scale         face ``index`` of ``seed``
+    GET  /api/walk.png     ?a&b&frames&truncation&scale   the slerp walk a -> b as a strip; a and b are
+                           faces (SEED:INDEX) or projected photos (photo:ID)
+    GET  /api/walk.gif     same, plus fps: the walk as a looping (there and back) animation
+    POST /api/project      ?steps   body: a photo (JPEG/PNG/WebP); 202 + JSON {id, state, ...}: its
+                           projection is queued (see :mod:`.projection`: in memory only, never written)
+    GET  /api/projection   ?id      JSON: the projection's state, progress (step of steps) and distances
+    GET  /api/projection.png  ?id&scale  the projected face, once done
 
 Face ``index`` of ``seed`` is image ``index`` of ``G.sample(n, seed)`` (the noise of (seed, index)), so
 the page, ``fakefacegen generate --seed S`` and a shared link all show the same faces.
 
-Load: the model is loaded once; rendering (generator + PNG/GIF encoding) runs on one worker thread,
-off the event loop, so torch's own threads are not oversubscribed by parallel forward passes.
-Identical requests in flight share one render; at most ``max_pending`` distinct renders wait
-(more get a 503), rendered images sit in a byte-bounded LRU cache, and every image carries an ETag
-(model hash + parameters), so a revalidating browser gets a 304 without a render.
+Load: the model is loaded once. Rendering runs off the event loop in two lanes (:mod:`.lanes`): single
+faces on one worker thread, grids, walks and projections on another, so a cheap face never waits
+behind an expensive walk. Every request's cost is estimated and bounded before any work (at most
+MAX_PIXELS pixels; a projection's steps), and each lane admits work only while what it holds fits its
+budget, in total and per client: past it the answer is a 503 with Retry-After. Identical requests in
+flight share one render, rendered images sit in a byte-bounded LRU cache, and every image carries an
+ETag (model hash + parameters), so a revalidating browser gets a 304 without a render.
+
+Every response carries the security headers and only Hosts naming this machine are answered
+(:mod:`.guard`); no response names a path of the server's machine.
 
 Layout: this module holds the app (routes, error pages) and serving it; :mod:`.params` validates
-requests, :mod:`.renderer` schedules and caches renders, :mod:`.pictures` makes the images and
-:mod:`.model_card` gathers the facts about the model.
+requests, :mod:`.renderer` schedules and caches renders in :mod:`.lanes`, :mod:`.pictures` makes the
+images, :mod:`.projection` projects uploaded photos and :mod:`.model_card` gathers the facts about the
+model.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,28 +55,47 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..generate import LoadedGenerator
+from .guard import CSP, Guard
+from .lanes import Costs
 from .model_card import describe_model
 from .params import (
+    FPS_RANGE,
     INDEX_MAX,
     MAX_FRAMES,
     MAX_GRID,
+    MAX_PAD,
+    MAX_PIXELS,
     MAX_SCALE,
+    MAX_UPLOAD_BYTES,
+    PROJECT_DEFAULT_STEPS,
+    PROJECT_STEPS_RANGE,
     SEED_MAX,
+    BadRequest,
     FaceId,
     Params,
+    PhotoId,
     check_size,
 )
+from .projection import Projections
 from .renderer import LRUBytes, Renderer
 
-__all__ = ["BackgroundServer", "LRUBytes", "bind", "create_app", "describe_model", "serve", "url_of"]
+__all__ = ["BackgroundServer", "CSP", "LRUBytes", "bind", "create_app", "describe_model", "serve", "url_of"]
 
 
 STATIC = Path(__file__).resolve().parent / "static"
-# The page may load nothing from elsewhere: every script, style and image comes from this server.
-CSP = (
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
+
+
+class DemoApp(Starlette):
+    """Starlette with :class:`.guard.Guard` outermost, so that error pages get the headers too."""
+
+    allowed_hosts: tuple[str, ...] = ()
+
+    def build_middleware_stack(self) -> Any:
+        return Guard(super().build_middleware_stack(), self.allowed_hosts)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
 
 
 async def _image(
@@ -75,33 +105,81 @@ async def _image(
     render: Callable[[], bytes] | tuple[FaceId, float | None, int],
     media: str,
     filename: str,
+    cost_ms: float,
 ) -> Response:
     """The image ``key``, from ``render()`` or, for a single face (face, truncation, scale), from a shared batch."""
     etag = renderer.etag(key)
-    headers = {
-        "ETag": etag,
-        "Cache-Control": "no-cache",
-        "Content-Disposition": f'inline; filename="{filename}"',
-        "X-Content-Type-Options": "nosniff",
-    }
+    headers = {"ETag": etag, "Cache-Control": "no-cache", "Content-Disposition": f'inline; filename="{filename}"'}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    body = await (renderer.get_face(key, *render) if isinstance(render, tuple) else renderer.get(key, render))
+    client = _client(request)
+    if isinstance(render, tuple):
+        body = await renderer.get_face(key, *render, cost_ms=cost_ms, client=client)
+    else:
+        body = await renderer.get(key, render, cost_ms=cost_ms, client=client)
     return Response(body, media_type=media, headers=headers)
 
 
-def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: int = 128) -> Starlette:
-    """The demo app for a loaded generator; ``app.state.renderer`` holds its worker and cache."""
-    renderer = Renderer(G, cache_bytes=cache_bytes, max_pending=max_pending)
+def create_app(
+    G: LoadedGenerator,
+    *,
+    cache_bytes: int = 64 << 20,
+    max_pending: int = 32,
+    queue_seconds: float = 60.0,
+    face_queue_seconds: float = 4.0,
+    allowed_hosts: Iterable[str] = (),
+    perceptual: bool | None = None,
+    face_check: bool = True,
+    costs: Costs | None = None,
+) -> Starlette:
+    """The demo app for a loaded generator; ``app.state.renderer`` holds its lanes and cache.
+
+    ``queue_seconds`` / ``face_queue_seconds``: the estimated work the render lane and the face lane
+    may hold (one client at most half of it); ``max_pending``: at most this many renders waiting.
+    ``allowed_hosts``: Host names answered besides localhost and the address listened on.
+    ``perceptual``: the projection's perceptual loss (None: when the Inception weights are installed);
+    ``face_check``: refuse photos in which dlib finds no face (when dlib is installed)."""
+    renderer = Renderer(
+        G,
+        cache_bytes=cache_bytes,
+        max_pending=max_pending,
+        queue_seconds=queue_seconds,
+        face_queue_seconds=face_queue_seconds,
+        costs=costs,
+    )
+    photos = Projections(G, renderer.heavy, renderer.costs, perceptual=perceptual, face_check=face_check)
     info = describe_model(G)
     info["model_id"] = renderer.model_id
+    info["limits"].update(
+        max_pixels=MAX_PIXELS,
+        max_pad=MAX_PAD,
+        fps=list(FPS_RANGE),
+        max_request_seconds=renderer.heavy.max_request_ms / 1000,
+        project_steps=list(PROJECT_STEPS_RANGE),
+        project_default_steps=PROJECT_DEFAULT_STEPS,
+        max_upload_bytes=MAX_UPLOAD_BYTES,
+    )
+    info["projection"] = {
+        "perceptual": photos.perceptual,
+        "candidates": photos.candidates,
+        "max_steps": photos.max_steps(),  # what one request's time budget allows on this machine
+    }
     R = G.resolution
+    costs_ = renderer.costs
+
+    def within_budget(cost_ms: float, lower: str) -> float:
+        if cost_ms > renderer.heavy.max_request_ms:
+            raise BadRequest(
+                f"this request would take about {cost_ms / 1000:.0f} s of this server's time; the limit per "
+                f"request is {renderer.heavy.max_request_ms / 1000:.0f} s (lower {lower})"
+            )
+        return cost_ms
 
     async def index(request: Request) -> Response:
         return FileResponse(
             STATIC / "index.html",
             media_type="text/html; charset=utf-8",
-            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+            headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
         )
 
     async def model(request: Request) -> Response:
@@ -113,9 +191,11 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
         seed, n = p.int("seed", None, 0, SEED_MAX), p.int("n", 16, 1, MAX_GRID)
         t = p.truncation()
         cols = p.int("cols", max(1, math.ceil(math.sqrt(n))), 1, MAX_GRID)
-        pad, scale = p.int("pad", 2, 0, 16), p.int("scale", 1, 1, MAX_SCALE)
+        pad, scale = p.int("pad", 2, 0, MAX_PAD), p.int("scale", 1, 1, MAX_SCALE)
         rows = math.ceil(n / cols)
-        check_size(rows * (R + pad) * scale + pad * scale, cols * (R + pad) * scale + pad * scale, "the grid")
+        h, w = rows * (R + pad) * scale + pad * scale, cols * (R + pad) * scale + pad * scale
+        check_size(h, w, "the grid", lower="scale, n or cols")
+        cost = within_budget(costs_.image(n, h * w), "scale or n")
         key = f"grid|{seed}|{n}|{t}|{cols}|{pad}|{scale}"
         return await _image(
             request,
@@ -124,46 +204,89 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
             lambda: renderer.grid(seed, n, t, cols, pad, scale),
             "image/png",
             f"faces-seed{seed}.png",
+            cost,
         )
 
     async def face(request: Request) -> Response:
         p = Params(request, {"seed", "index", "truncation", "scale"})
         f = FaceId(p.int("seed", None, 0, SEED_MAX), p.int("index", 0, 0, INDEX_MAX))
         t, scale = p.truncation(), p.int("scale", 1, 1, MAX_SCALE)
-        check_size(R * scale, R * scale, "the face")
+        check_size(R * scale, R * scale, "the face", lower="scale")
         key = f"face|{f}|{t}|{scale}"
-        return await _image(request, renderer, key, (f, t, scale), "image/png", f"seed{f.seed}-{f.index:05d}.png")
+        cost = costs_.image(1, (R * scale) ** 2)
+        return await _image(request, renderer, key, (f, t, scale), "image/png", f"seed{f.seed}-{f.index:05d}.png", cost)
+
+    def end_name(x: FaceId | PhotoId) -> str:
+        return f"{x.seed}-{x.index}" if isinstance(x, FaceId) else f"photo-{x.id[:6]}"
 
     def walk(fmt: str) -> Callable:
         allowed = {"a", "b", "frames", "truncation", "scale"} | ({"fps"} if fmt == "gif" else set())
 
         async def route(request: Request) -> Response:
             p = Params(request, allowed)
-            a, b = p.face("a"), p.face("b")
+            a, b = p.end("a"), p.end("b")
             frames = p.int("frames", 8 if fmt == "png" else 24, 2, MAX_FRAMES)
             t, scale = p.truncation(), p.int("scale", 1, 1, MAX_SCALE)
-            fps = p.float("fps", 12.0, 1.0, 60.0) if fmt == "gif" else 0.0
-            w = (frames * (R + 2) + 2) * scale if fmt == "png" else R * scale
-            check_size(R * scale + 4 * scale, w, "the walk")
+            fps = p.float("fps", 12.0, *FPS_RANGE) if fmt == "gif" else 0.0
+            if fmt == "png":
+                h, w, n_out = R * scale + 4 * scale, (frames * (R + 2) + 2) * scale, 1
+            else:
+                h, w, n_out = R * scale, R * scale, 2 * frames - 2  # there and back
+            check_size(h, w, f"the walk {fmt.upper()}", frames=n_out, lower="frames or scale")
+            cost = within_budget(costs_.image(frames, n_out * h * w, fmt), "frames or scale")
+            ea, eb = (photos.latent(x) if isinstance(x, PhotoId) else x for x in (a, b))
             key = f"walk|{fmt}|{a}|{b}|{frames}|{t}|{scale}|{fps}"
             return await _image(
                 request,
                 renderer,
                 key,
-                lambda: renderer.walk(a, b, frames, t, scale, fmt, fps),
+                lambda: renderer.walk(ea, eb, frames, t, scale, fmt, fps),
                 f"image/{fmt}",
-                f"walk-{a.seed}-{a.index}-{b.seed}-{b.index}.{fmt}",
+                f"walk-{end_name(a)}-{end_name(b)}.{fmt}",
+                cost,
             )
 
         return route
+
+    async def project(request: Request) -> Response:
+        p = Params(request, {"steps"})
+        steps = p.int("steps", PROJECT_DEFAULT_STEPS, *PROJECT_STEPS_RANGE)
+        job = await photos.submit(request, steps, _client(request))
+        return JSONResponse(job.public(), status_code=202, headers={"Cache-Control": "no-store"})
+
+    async def projection(request: Request) -> Response:
+        p = Params(request, {"id"})
+        job = photos.get(p.photo("id"))
+        return JSONResponse(job.public(), headers={"Cache-Control": "no-store"})
+
+    async def projection_png(request: Request) -> Response:
+        p = Params(request, {"id", "scale"})
+        pid, scale = p.photo("id"), p.int("scale", 1, 1, MAX_SCALE)
+        job = photos.get(pid)
+        latent = photos.latent(pid)  # 409 unless done
+        assert job.png is not None
+        key = f"projection|{pid.id}|{scale}"
+        if scale == 1:
+            body = job.png
+        else:
+            cost = costs_.image(1, (R * scale) ** 2)
+            body = await renderer.get(key, lambda: renderer.latent_png(latent, scale), cost, _client(request))
+        return Response(
+            body,
+            media_type="image/png",
+            headers={"Cache-Control": "no-store", "Content-Disposition": f'inline; filename="photo-{pid.id[:6]}.png"'},
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             status = exc.status_code
             msg = {
                 404: f"no such page: {request.url.path}",
-                405: f"method {request.method} is not allowed for {request.url.path}; use GET",
+                405: f"method {request.method} is not allowed for {request.url.path}; use "
+                + ("POST" if request.url.path == "/api/project" else "GET"),
             }.get(status, exc.detail)
+            if status == 404 and exc.detail and str(exc.detail).startswith("no projection"):
+                msg = exc.detail
             headers = dict(exc.headers or {})
         else:
             status, msg, headers = 500, f"internal error while serving {request.url.path}: {type(exc).__name__}", {}
@@ -182,12 +305,17 @@ def create_app(G: LoadedGenerator, *, cache_bytes: int = 64 << 20, max_pending: 
         Route("/api/face.png", face),
         Route("/api/walk.png", walk("png")),
         Route("/api/walk.gif", walk("gif")),
+        Route("/api/project", project, methods=["POST"]),
+        Route("/api/projection", projection),
+        Route("/api/projection.png", projection_png),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(
+    app = DemoApp(
         routes=routes, exception_handlers={HTTPException: http_error, Exception: http_error}, lifespan=lifespan
     )
+    app.allowed_hosts = tuple(allowed_hosts)
     app.state.renderer = renderer
+    app.state.photos = photos
     app.state.info = info
     return app
 
