@@ -314,6 +314,34 @@ def test_grid_download_link_is_the_grid_png(browser, server, G):
         assert np.abs(np.asarray(Image.open(r).convert("RGB")).astype(int) - G.sample(1, 11)[0]).max() <= 1
 
 
+def test_a_dropped_photo_is_projected_and_walks_to_a_clicked_face(browser, G, tmp_path):
+    """Choose a photo in the file input: the page shows progress, then the projection as face A; a click on
+    a face of the grid walks from the photo to it."""
+    photo = tmp_path / "me.png"
+    Image.fromarray(G.sample(1, 77)[0]).save(photo)
+    with BackgroundServer(create_app(G, perceptual=False, face_check=False)) as s:
+        browser.open(s.url + "/?seed=5")
+        browser.wait("return document.body.dataset.grid === '5|16|null'")
+        privacy = browser.js("return document.querySelector('.privacy').textContent")
+        assert "in memory" in privacy and "never writes it to disk" in privacy
+        el = browser.find("#photo-file")[ELEMENT]
+        browser.s("POST", f"/element/{el}/value", {"text": str(photo)})
+        pid = browser.wait("return document.body.dataset.photo || null")
+        job = browser.js("return window.fakefacegen.photo")
+        assert job["id"] == pid and job["state"] == "done" and job["step"] == job["steps"] == 40
+        assert (
+            browser.wait("const i = document.getElementById('photo-proj'); return i.complete && i.naturalWidth") == 32
+        )
+        status = browser.js("return document.getElementById('photo-status').textContent")
+        assert "Projected in" in status and "pick a face in the grid" in status
+        assert browser.js("return document.getElementById('a-label').textContent") == "your photo (projected)"
+        browser.click('#grid .face[data-index="3"]')
+        walk = browser.wait("const w = document.body.dataset.walk; return w && w.includes('5:3') ? w : null")
+        assert walk == f"photo:{pid}|5:3|null"
+        assert browser.js("return document.getElementById('walk-strip').naturalWidth") == 8 * (32 + 2) + 2
+        assert not browser.console_errors()
+
+
 def _save_small_png(shot: bytes, path: Path, limit: int = 300_000) -> int:
     """Write the screenshot as a PNG under ``limit`` bytes: full colour if it fits, else a palette of
     256, 128, ... colours (noisy untrained faces compress badly; trained ones rarely need this)."""

@@ -11,7 +11,7 @@
   const GRID_SIZES = [4, 9, 16, 25, 36, 49, 64];
   const $ = (id) => document.getElementById(id);
 
-  const state = { seed: 0, n: 16, trunc: null, picks: [], info: null };
+  const state = { seed: 0, n: 16, trunc: null, picks: [], info: null, photo: null };
   let token = 0;               // the newest grid request; older ones that finish late are ignored
   let requested = null;        // the key of the newest grid request
   let walkToken = 0;
@@ -19,7 +19,7 @@
   let notice = "";             // a problem with the link itself: shown until the user changes something
 
   // Exposed for tests and for measuring: when the grid was last drawn, and what it showed.
-  window.fakefacegen = { gridReadyMs: null, grids: 0, walks: 0, key: null };
+  window.fakefacegen = { gridReadyMs: null, grids: 0, walks: 0, key: null, photo: null };
 
   // ---------------------------------------------------------------- URL <-> state
   function parseState() {
@@ -67,7 +67,11 @@
   }
 
   const truncParam = () => (state.trunc === null ? null : state.trunc.toFixed(2));
-  const faceUrl = (p) => `/api/face.png?${query({ seed: p.seed, index: p.index, truncation: truncParam() })}`;
+  // A pick is a face of the grid ({seed, index}) or a projected photo ({photo: id}).
+  const faceUrl = (p) => (p.photo ? `/api/projection.png?id=${p.photo}`
+    : `/api/face.png?${query({ seed: p.seed, index: p.index, truncation: truncParam() })}`);
+  const endParam = (p) => (p.photo ? `photo:${p.photo}` : `${p.seed}:${p.index}`);
+  const endName = (p) => (p.photo ? `photo-${p.photo.slice(0, 6)}` : `${p.seed}-${p.index}`);
 
   // ---------------------------------------------------------------- errors
   function showError(msg) {
@@ -131,6 +135,9 @@
       name.textContent = m.name + (m.bundled ? " (bundled)" : "");
       el.replaceChildren(name, " · " + facts.join(" · "));
       el.title = m.source;
+      if (m.projection && !m.projection.perceptual) {
+        $("photo-status").textContent = "(pixel loss only: the Inception weights for the perceptual loss are not installed)";
+      }
     } catch (err) {
       $("model").textContent = `model facts unavailable: ${err.message}`;
     }
@@ -232,7 +239,7 @@
       const im = $(`end-${name}`);
       if (p) im.src = faceUrl(p);
       else im.removeAttribute("src");
-      $(`${name}-label`).textContent = p ? `seed ${p.seed}, face ${p.index}` : "—";
+      $(`${name}-label`).textContent = !p ? "—" : p.photo ? "your photo (projected)" : `seed ${p.seed}, face ${p.index}`;
     });
   }
 
@@ -244,7 +251,7 @@
       $("walk-hint").textContent = a ? "Now pick face B." : "Pick face A, then face B.";
       return;
     }
-    const common = { a: `${a.seed}:${a.index}`, b: `${b.seed}:${b.index}`, truncation: truncParam() };
+    const common = { a: endParam(a), b: endParam(b), truncation: truncParam() };
     const strip = `/api/walk.png?${query({ ...common, frames: 8 })}`;
     const anim = `/api/walk.gif?${query({ ...common, frames: 24, fps: 12 })}`;
     $("walk-hint").textContent = "rendering the walk…";
@@ -269,9 +276,102 @@
     si.src = strip;
     ai.src = anim;
     $("download-strip").href = strip;
-    $("download-strip").download = `walk-${a.seed}-${a.index}-${b.seed}-${b.index}.png`;
+    $("download-strip").download = `walk-${endName(a)}-${endName(b)}.png`;
     $("download-anim").href = anim;
-    $("download-anim").download = `walk-${a.seed}-${a.index}-${b.seed}-${b.index}.gif`;
+    $("download-anim").download = `walk-${endName(a)}-${endName(b)}.gif`;
+  }
+
+  // ---------------------------------------------------------------- a photo, projected into the model
+  // The photo is sent to this server only (POST /api/project), which projects it in memory; the page
+  // polls the projection's progress and then offers it as face A of a walk.
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  async function projectPhoto(file) {
+    if (!file) return;
+    const limits = (state.info && state.info.limits) || {};
+    const maxBytes = limits.max_upload_bytes || 16 << 20;
+    if (file.size > maxBytes) {
+      showError(`photo: ${file.size.toLocaleString()} bytes; the limit is ${maxBytes.toLocaleString()} (16 MiB)`);
+      return;
+    }
+    const panel = document.querySelector(".photo-panel");
+    const bar = $("photo-progress"), status = $("photo-status");
+    panel.setAttribute("aria-busy", "true");
+    showError("");
+    const orig = $("photo-orig");
+    if (orig.src) URL.revokeObjectURL(orig.src);
+    orig.src = URL.createObjectURL(file);        // shown from the browser's memory, not the server
+    $("photo-proj").removeAttribute("src");
+    $("photo-result").hidden = false;
+    $("photo-walk").hidden = true;
+    bar.hidden = false;
+    bar.removeAttribute("value");                // indeterminate while it uploads and waits
+    status.textContent = "uploading…";
+    try {
+      const most = state.info && state.info.projection ? state.info.projection.max_steps : 40;
+      const steps = Math.max(1, Math.min(limits.project_default_steps || 40, most));
+      const r = await fetch(`/api/project?steps=${steps}`, {
+        method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" },
+      });
+      let job = await r.json();
+      if (!r.ok) throw new Error(job.error || `HTTP ${r.status}`);
+      while (job.state === "queued" || job.state === "running") {
+        if (job.state === "queued") status.textContent = "waiting for the server…";
+        else if (job.step === 0) status.textContent = "projecting: choosing a starting face…";
+        else {
+          bar.max = job.steps || 1;
+          bar.value = job.step;
+          status.textContent = `projecting: step ${job.step} of ${job.steps}…`;
+        }
+        await sleep(250);
+        const q = await fetch(`/api/projection?id=${job.id}`);
+        const next = await q.json();
+        if (!q.ok) throw new Error(next.error || `HTTP ${q.status}`);
+        job = next;
+      }
+      if (job.state !== "done") throw new Error(job.error || `projection ${job.state}`);
+      state.photo = job.id;
+      window.fakefacegen.photo = job;
+      $("photo-proj").src = `/api/projection.png?id=${job.id}`;
+      status.textContent = `Projected in ${job.seconds} s (${job.steps} steps); pixel distance ${job.pixel_rms.toFixed(3)}. ` +
+        "It is face A now: pick a face in the grid to walk to it.";
+      $("photo-walk").hidden = false;
+      walkFromPhoto();
+      document.body.dataset.photo = job.id;
+    } catch (err) {
+      status.textContent = "";
+      showError(err.message);
+    } finally {
+      bar.hidden = true;
+      panel.setAttribute("aria-busy", "false");
+    }
+  }
+
+  function walkFromPhoto() {
+    if (!state.photo) return;
+    state.picks = [{ photo: state.photo }];
+    markPicks();
+    renderWalk();
+  }
+
+  function wirePhoto() {
+    const drop = $("drop");
+    $("photo-file").addEventListener("change", () => {
+      projectPhoto($("photo-file").files[0]);
+      $("photo-file").value = "";
+    });
+    // A photo dropped anywhere on the page is taken, never opened by the browser in place of the page.
+    for (const ev of ["dragenter", "dragover"]) {
+      document.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+    }
+    document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) drop.classList.remove("over"); });
+    document.addEventListener("drop", (e) => {
+      e.preventDefault();
+      drop.classList.remove("over");
+      const f = e.dataTransfer && e.dataTransfer.files[0];
+      if (f) projectPhoto(f);
+    });
+    $("photo-walk").addEventListener("click", walkFromPhoto);
   }
 
   // ---------------------------------------------------------------- wiring
@@ -290,6 +390,7 @@
     syncUrl(false);
     loadModel();
     renderGrid();
+    wirePhoto();
 
     $("new-faces").addEventListener("click", () => {
       state.seed = randomSeed();
