@@ -17,8 +17,9 @@ with A the rows of the normals involved; for one attribute and nothing kept that
 and with one kept attribute it is InterFaceGAN's ``n1 - (n1.n2) n2`` direction, scaled so that the
 edited attribute still moves by ``a``.
 
-Attributes the classifier cannot tell apart (held-out balanced accuracy below :data:`MIN_BALANCED_ACCURACY`)
-and attributes the generator (almost) never or always shows are not offered; the file says why.
+Attributes the classifier cannot tell apart (held-out ROC AUC below :data:`MIN_AUC`) and attributes
+without a linear direction in the edit space (on held-out generated faces the projection correlates
+less than :data:`MIN_CORRELATION` with the classifier's logit) are not offered; the file says why.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ if TYPE_CHECKING:
 
 FORMAT = "fakefacegen-directions"
 FORMAT_VERSION = 1
-MIN_BALANCED_ACCURACY = 0.75  # the classifier's held-out balanced accuracy an offered attribute needs
-MIN_GENERATED_SHARE = 0.01  # an offered attribute is shown by at least 1% and at most 99% of generated faces
-MIN_BOUNDARY_ACCURACY = 0.7  # the boundary's balanced accuracy on held-out generated faces
+MIN_AUC = 0.85  # the classifier's held-out ROC AUC an offered attribute needs
+MIN_CORRELATION = 0.5  # the direction's correlation with the classifier's logit on held-out generated faces
+MIN_SIDE = 20  # a logistic fit needs this many generated faces on each side of 0.5
 FIT_SEED = 1_000_003  # the seed of the generated faces the boundaries are fitted on
 MEASURE_SEED = 1_000_033  # the seed of the held-out generated faces the edits are measured on
 MAX_GRAM_CONDITION = 1e3  # edited + kept directions nearly parallel beyond this: refused
@@ -300,10 +301,13 @@ def find_directions(
     seed: int = FIT_SEED,
     attributes: Sequence[str] | None = None,
     scored: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    min_auc: float = MIN_AUC,
+    min_correlation: float = MIN_CORRELATION,
     log: Callable[[str], None] = lambda s: None,
 ) -> Directions:
-    """Fit a direction per attribute on ``n`` generated faces; offer those that pass the checks
-    (classifier, generated share, boundary accuracy on ``n_measure`` held-out generated faces).
+    """Fit a direction per attribute on ``n`` generated faces; offer those the classifier tells apart
+    (held-out AUC >= ``min_auc``) whose direction predicts the classifier's logit on ``n_measure`` held-out
+    generated faces (correlation >= ``min_correlation``).
     ``scored``: the (codes, probabilities) of those faces and of the held-out ones, when already computed
     (:func:`generated_scores` with ``seed`` and :data:`MEASURE_SEED`), to compare fits without rescoring."""
     t0 = time.perf_counter()
@@ -320,33 +324,33 @@ def find_directions(
     for a in attrs:
         j = clf.attributes.index(a)
         rep = clf.report.get(a, {})
-        bal = float(rep.get("balanced_accuracy", float("nan")))
+        auc = float(rep.get("auc", float("nan")))
+        logit, h_logit = _logit(probs[:, j]), _logit(h_probs[:, j])
         share = float((probs[:, j] >= 0.5).mean())
         entry: dict[str, Any] = {"classifier": rep, "generated_share": round(share, 4)}
-        if not bal >= MIN_BALANCED_ACCURACY:
-            not_offered[a] = f"the classifier's held-out balanced accuracy is {bal:.2f} < {MIN_BALANCED_ACCURACY}"
+        if not auc >= min_auc:
+            not_offered[a] = f"the classifier cannot tell it apart (held-out AUC {auc:.2f} < {min_auc})"
             continue
-        if not MIN_GENERATED_SHARE <= share <= 1 - MIN_GENERATED_SHARE:
-            not_offered[a] = f"{share:.1%} of {n} generated faces show it (the classifier's score >= 0.5)"
+        sides = int(min((probs[:, j] >= 0.5).sum(), (probs[:, j] < 0.5).sum()))
+        if method == "logistic" and sides < MIN_SIDE:
+            not_offered[a] = f"only {sides} of {n} generated faces on one side of 0.5 (a logistic fit needs {MIN_SIDE})"
             continue
-        normal, offset = fit_normal(codes, _logit(probs[:, j]), method)
-        proj = codes @ normal
-        sigma = float(proj.std())
-        h_pred = h_codes @ normal + offset > 0
-        entry["boundary_balanced_accuracy"] = round(_balanced(h_pred, h_probs[:, j] >= 0.5), 4)
-        entry["boundary_correlation"] = round(float(np.corrcoef(h_codes @ normal, _logit(h_probs[:, j]))[0, 1]), 4)
-        if entry["boundary_balanced_accuracy"] < MIN_BOUNDARY_ACCURACY:
+        normal, offset = fit_normal(codes, logit, method)
+        h_proj = h_codes @ normal
+        entry["boundary_correlation"] = round(float(np.corrcoef(h_proj, h_logit)[0, 1]), 4)
+        entry["boundary_balanced_accuracy"] = round(_balanced(h_proj + offset > 0, h_probs[:, j] >= 0.5), 4)
+        if not entry["boundary_correlation"] >= min_correlation:
             not_offered[a] = (
-                f"no linear boundary in {G.edit_space}: balanced accuracy {entry['boundary_balanced_accuracy']:.2f} "
-                f"on {n_measure} held-out generated faces"
+                f"no linear direction in {G.edit_space}: correlation {entry['boundary_correlation']:.2f} < "
+                f"{min_correlation} with the classifier's logit on {len(h_codes)} held-out generated faces"
             )
             continue
         normals.append(normal)
-        sigmas.append(sigma)
+        sigmas.append(float((codes @ normal).std()))
         offsets.append(offset)
         offered.append(a)
         per[a] = entry
-        log(f"{a}: classifier {bal:.3f}, generated {share:.3f}, boundary {entry['boundary_balanced_accuracy']:.3f}")
+        log(f"{a}: classifier AUC {auc:.3f}, generated {share:.3f}, correlation {entry['boundary_correlation']:.3f}")
     if not offered:
         raise DirectionsError("no attribute passed the checks; nothing to offer (see the classifier's report)")
     info = {
@@ -357,9 +361,8 @@ def find_directions(
             "seed": seed,
             "n_measure": n_measure,
             "measure_seed": MEASURE_SEED,
-            "min_balanced_accuracy": MIN_BALANCED_ACCURACY,
-            "min_generated_share": MIN_GENERATED_SHARE,
-            "min_boundary_accuracy": MIN_BOUNDARY_ACCURACY,
+            "min_auc": min_auc,
+            "min_correlation": min_correlation,
             "seconds": round(time.perf_counter() - t0, 1),
         },
         "classifier": clf.report.get("_", {}),
