@@ -139,8 +139,14 @@ def test_rollback_to_the_last_good_checkpoint(ds, tmp_path, capsys, opt, net, at
     _poison(tr, opt, net, at_call=at)
     run = tr.run()
     last_good = 4 if at == 5 else 2
-    assert f"rolling back to ckpt-{last_good:08d}.pt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"rolling back to ckpt-{last_good:08d}.pt" in err
     assert read_status(run)["status"] == "complete"
+    # the steps trained again after the roll-back are in the log once: the log was cut back to its checkpoint
+    steps = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9)), steps
+    if at - 1 > last_good:  # steps logged after the checkpoint before the NaN step
+        assert f"line(s) after step {last_good} removed (written after ckpt-{last_good:08d}.pt" in err
     assert _steps(run) == [2, 4, 6, 8]
     for p in list_checkpoints(run):
         s = load_checkpoint(p)

@@ -302,10 +302,29 @@ def test_kill_minus_9_many_times_loses_nothing(zygote, ds, tmp_path):
     gb, mb, _ = load_generator_file(run / "generator.safetensors")
     _assert_same(ga, gb, "generator.safetensors")
     assert ma == mb
+    # The log: every step exactly once (the raw file, not read_log's view), the same records as the
+    # uninterrupted run's but for the wall-clock fields; the lines cut on resume are what was there twice.
+    raw = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    per_step = {s: sum(1 for r in raw if r["step"] == s) for s in {r["step"] for r in raw}}
+    assert [r["kind"] for r in raw] == ["train"] * steps and per_step == dict.fromkeys(range(1, steps + 1), 1)
+    ref_raw = [json.loads(x) for x in (ref_run / "log.jsonl").read_text().splitlines()]
+    untimed = [
+        [{k: v for k, v in r.items() if k not in ("img_per_s", "elapsed_s")} for r in rs] for rs in (raw, ref_raw)
+    ]
+    assert untimed[0] == untimed[1], "the resumed run's log differs from the uninterrupted run's"
+    cut = sum(
+        int(m.group(1))
+        for p in tmp_path.glob("*.log")
+        for m in re.finditer(r"note: .*log\.jsonl: (\d+) line\(s\) after step", p.read_text())
+    )
+    assert cut >= 1, "some kill should land between a step's log line and its checkpoint"
     print(
         f"\nkill -9: {kills} kills ({mid_write} inside a checkpoint write; temp files left: {torn_temps} torn, "
         f"{whole_temps} complete but not renamed), "
-        f"{checked_loads} checkpoint loads after kills, resumed from {resumed_from}; final weights bitwise equal"
+        f"{checked_loads} checkpoint loads after kills, resumed from {resumed_from}; final weights bitwise equal; "
+        f"log: {len(raw)} records for {steps} steps, max {max(per_step.values())} per step "
+        f"({cut} line(s) of steps logged after their life's last checkpoint cut on resume; without the cut: "
+        f"{len(raw) + cut} records), equal to the uninterrupted run's but for timing"
     )
 
 

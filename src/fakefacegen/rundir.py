@@ -6,7 +6,7 @@ Layout of ``runs/NNNNN-name/`` (:class:`RunDir` gives the paths)::
 
     config.json              the run's config, written first
     run.json                 status: running | complete | interrupted | failed
-    log.jsonl                {"kind": "train" | "eval", "step": ..., ...} per line
+    log.jsonl                {"kind": "train" | "eval", "step": ..., ...} per line; each (kind, step) once
     losses.png, metrics.png  plots of the log
     samples/real.png         real faces; samples/fakes-STEP.png: the fixed-noise grid at STEP
     checkpoints/ckpt-STEP.pt training checkpoints; checkpoints/best.pt: the best by the eval metric
@@ -182,20 +182,19 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
 
 
 def append_log(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record to a log.jsonl (a killed writer leaves at most a torn last line)."""
+    """Append one record to a log.jsonl (a killed writer leaves at most a torn last line, which
+    :func:`read_log` skips and :func:`cut_log` removes)."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a log.jsonl, in order; [] when it is missing or unreadable.
+def _step(rec: dict[str, Any]) -> int | None:
+    step = rec.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
-    Lines that are not a JSON object (a torn last line of a run being written) are skipped."""
-    try:
-        with open(path, errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return []
+
+def _parse(lines: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) of the lines that are a JSON object; torn or foreign lines are dropped."""
     out = []
     for line in lines:
         try:
@@ -203,5 +202,53 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
         if isinstance(rec, dict):
-            out.append(rec)
+            out.append((line, rec))
     return out
+
+
+def _once_per_step(items: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Each (kind, step) once: the last one written, at its place (an earlier one is a step that was
+    redone after a resume or a roll-back); records without a step are all kept."""
+    seen: set[tuple[Any, int]] = set()
+    kept = []
+    for line, rec in reversed(items):
+        step = _step(rec)
+        if step is not None:
+            key = (rec.get("kind"), step)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append((line, rec))
+    kept.reverse()
+    return kept
+
+
+def _read_lines(path: str | Path) -> list[str] | None:
+    try:
+        with open(path, errors="replace") as f:
+            return f.readlines()
+    except OSError:
+        return None
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a log.jsonl, in order, each (kind, step) once; [] when it is missing or unreadable.
+
+    Lines that are not a JSON object (a torn last line of a run being written) are skipped; a step
+    logged twice (a log written before resumes cut it back, see :func:`cut_log`) counts once: its last record."""
+    lines = _read_lines(path)
+    return [] if lines is None else [rec for _, rec in _once_per_step(_parse(lines))]
+
+
+def cut_log(path: str | Path, step: int) -> int:
+    """Cut a log.jsonl back to ``step`` (the step of the checkpoint a run resumes from, or rolls back
+    to), atomically: records of later steps, torn lines and repeated steps are removed, the rest is
+    kept byte for byte. Returns how many lines were removed (0: the file is left untouched)."""
+    lines = _read_lines(path)
+    if not lines:
+        return 0
+    kept = [line for line, rec in _once_per_step(_parse(lines)) if (_step(rec) or 0) <= step]
+    if len(kept) == len(lines):
+        return 0
+    atomic_write_text(path, "".join(line if line.endswith("\n") else line + "\n" for line in kept))
+    return len(lines) - len(kept)

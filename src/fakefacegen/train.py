@@ -13,6 +13,7 @@ NaN/Inf detection (:mod:`.divergence`) and SIGINT/SIGTERM (:mod:`.stop_signals`)
 from __future__ import annotations
 
 import copy
+import shutil
 import signal
 import sys
 import time
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from . import distributed as dist
+from .atomic import remove_stale_temps
 from .augment import diff_augment
 from .checkpoint import load_checkpoint
 from .config import Config
@@ -77,6 +79,7 @@ class Trainer(TrainerOutputs):
 
         # ---- Config: from the run being resumed, or the one given ------------------------------
         state: dict[str, Any] | None = None
+        ck: Path | None = None  # the checkpoint resumed from
         if resume is not None:
             self.run_dir = Path(resume)
             ck = resumable_checkpoint(self.run_dir)
@@ -135,6 +138,7 @@ class Trainer(TrainerOutputs):
         self.step, self.images_seen, self.elapsed = 0, 0, 0.0
         self.best = {}
         self.rollbacks = 0
+        self.log_window = LogWindow()
         if state is not None:
             self._load_state(state, g, d, source=ck)
         if t.compile:
@@ -144,23 +148,7 @@ class Trainer(TrainerOutputs):
         self.g_net, self.d_net = _unwrap(self.g), _unwrap(self.d)  # the plain modules: weights, state_dicts
         self.gan_step = GANStep(self.g, self.d, self.opt_g, self.opt_d, self.scaler, self.fast.autocast, t)
 
-        # ---- Run directory (rank 0 writes; everyone knows where it is) ---------------------------
-        self.lock: RunLock | None = None
-        if resume is None:
-            run = None
-            if self.is_main:
-                run = new_run_dir(outdir, name or cfg.preset or f"{cfg.model.resolution}px")
-            self.run_dir = Path(dist.broadcast_object(str(run) if run else None))
-        self.files = RunDir(self.run_dir)  # the paths of the files in it
-        if self.is_main:
-            self.lock = RunLock(self.run_dir).acquire()
-            self.files.checkpoints.mkdir(exist_ok=True)
-            self.files.samples.mkdir(exist_ok=True)
-            if resume is None:
-                cfg.save(self.files.config)  # config first, before anything can fail
-            write_status(self.run_dir, "running", step=self.step, pid_world=self.world)
-
-        self.grid_z = torch.randn(64, cfg.model.z_dim, generator=seeded_rng(GRID_SEED))
+        # ---- Evaluator (before the run directory: a failed start leaves no run folder behind) ----
         self.evaluator: TrainingEvaluator | None = None
         if cfg.eval.every and self.is_main:
             from .metrics import TrainingEvaluator
@@ -174,6 +162,34 @@ class Trainer(TrainerOutputs):
                 precision=cfg.eval.precision,
                 audit=cfg.eval.audit,
             )
+        self.grid_z = torch.randn(64, cfg.model.z_dim, generator=seeded_rng(GRID_SEED))
+
+        # ---- Run directory (rank 0 writes; everyone knows where it is) ---------------------------
+        self.lock: RunLock | None = None
+        created: Path | None = None
+        if resume is None:
+            if self.is_main:
+                created = new_run_dir(outdir, name or cfg.preset or f"{cfg.model.resolution}px")
+            self.run_dir = Path(dist.broadcast_object(str(created) if created else None))
+        self.files = RunDir(self.run_dir)  # the paths of the files in it
+        if self.is_main:
+            try:
+                self.lock = RunLock(self.run_dir).acquire()
+                self.files.checkpoints.mkdir(exist_ok=True)
+                self.files.samples.mkdir(exist_ok=True)
+                for folder in (self.run_dir, self.files.checkpoints, self.files.samples):
+                    remove_stale_temps(folder)  # of the writes of a process that was killed
+                if resume is None:
+                    cfg.save(self.files.config)  # config first, before anything can fail
+                else:  # the log and best.pt as they were at the checkpoint: each step once
+                    self._forget_after(self.step, ck)
+                write_status(self.run_dir, "running", step=self.step, pid_world=self.world)
+            except BaseException:
+                if self.lock is not None:
+                    self.lock.release()
+                if created is not None:  # a failed start leaves no run folder behind
+                    shutil.rmtree(created, ignore_errors=True)
+                raise
         self.signals = StopSignals(self.is_main)
 
     def run(self) -> Path:
@@ -223,7 +239,7 @@ class Trainer(TrainerOutputs):
             from tqdm import tqdm
 
             bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
-        window = LogWindow()
+        window = self.log_window
         steps_this_process = 0
         while self.step < t.steps:
             step = self.step

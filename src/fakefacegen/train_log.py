@@ -1,5 +1,7 @@
 """The training log's 'train' lines: running sums of the step statistics between two log lines,
-and the record they make (means, images per second, elapsed time)."""
+and the record they make (means, images per second, elapsed time). The sums travel in the checkpoint
+(:meth:`LogWindow.state_dict`), so a run resumed, or rolled back, between two log lines writes the
+same means as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -23,6 +25,18 @@ class LogWindow:
         self.n = 0
         self.tick, self.images = now, 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The steps since the last log line (for the checkpoint): their count and sums."""
+        return {"n": self.n, "sums": dict(self.sums)}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Start from a checkpoint's window (None: an older checkpoint, written at a log line); the
+        images-per-second clock restarts now."""
+        self._reset(time.perf_counter())
+        if state:
+            self.n = int(state["n"])
+            self.sums.update({k: float(v) for k, v in state["sums"].items() if k in self.sums})
+
     def add(self, stats: list[float], images: int) -> None:
         """One step's statistics (in :data:`STATS` order) over ``images`` images."""
         for k, v in zip(STATS, stats):
@@ -38,7 +52,7 @@ class LogWindow:
             "step": step,
             "images_seen": images_seen,
             **{k: self.sums[k] / self.n for k in ("loss_d", "loss_g", "d_real", "d_fake")},
-            "img_per_s": self.images / max(now - self.tick, 1e-9),
+            "img_per_s": self.images / max(now - self.tick, 1e-9),  # since the last line or (re)start
             "elapsed_s": round(elapsed, 2),
         }
         for reg in ("r1", "r2"):

@@ -1,10 +1,13 @@
 """What a training run writes besides its log: checkpoints (and the roll-back to the last one when
 training diverged), the exported generator, the sample grids and the evaluations with the best
-checkpoint. Rank 0 writes; the other processes wait at the barriers."""
+checkpoint; and, when a run goes back to a checkpoint (resume, roll-back), the records cut back to
+its step, so that every step is in the log once. Rank 0 writes; the other processes wait at the
+barriers."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import distributed as dist
+from .atomic import atomic_save, fsync_path
 from .checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -25,7 +29,7 @@ from .data import FaceDataset
 from .divergence import DivergenceError, nonfinite_param
 from .images import save_grid, to_uint8
 from .randomness import EVAL_SEED, seeded_rng
-from .rundir import RunDir, append_log, write_status
+from .rundir import RunDir, append_log, cut_log, write_status
 from .train_state import TrainerState
 
 if TYPE_CHECKING:
@@ -59,11 +63,47 @@ class TrainerOutputs(TrainerState):
             rollbacks = self.rollbacks
             self._load_state(state, self.g_net, self.d_net, source=ck)
             self.rollbacks = rollbacks
+            if self.is_main:
+                self._forget_after(self.step, ck)
             return
         raise DivergenceError(
             f"training diverged: {what}; no checkpoint was overwritten"
             + ("" if ck is None else f"; the last good one is {ck}")
         )
+
+    def _forget_after(self, step: int, source: Path | None) -> None:
+        """The run goes on from ``source``, the checkpoint of ``step``: cut the log (train, eval and
+        audit records) back to that step, and replace a best.pt of a later step (a timeline given
+        up) by the checkpoint of the best step still known (removed when that one is gone)."""
+        removed = cut_log(self.files.log, step)
+        if removed:
+            print(
+                f"note: {self.files.log}: {removed} line(s) after step {step} removed (written after "
+                f"{source.name if source else 'the start'}; those steps are trained again)",
+                file=sys.stderr,
+            )
+        best = self.files.best_checkpoint
+        try:
+            best_step = load_checkpoint(best)["step"] if best.is_file() else None
+        except CheckpointError:
+            return  # unreadable: left for the user to see (generate says why)
+        if best_step is None or best_step <= step:
+            return
+        keep = self.files.checkpoint(self.best["step"]) if self.best.get("step") else None
+        if keep is not None and keep.is_file():
+            src = keep
+
+            def copy(tmp: Path) -> None:
+                shutil.copyfile(src, tmp)
+
+            atomic_save(best, copy)
+            print(
+                f"note: {best}: was of step {best_step}, now {keep.name} (the best up to step {step})", file=sys.stderr
+            )
+        else:
+            best.unlink()
+            fsync_path(best.parent)
+            print(f"note: {best}: of step {best_step}, after step {step}; removed", file=sys.stderr)
 
     def _checkpoint(self, final: bool) -> None:
         if not self.is_main:
@@ -74,6 +114,7 @@ class TrainerOutputs(TrainerState):
             raise DivergenceError(
                 f"training diverged: weight {bad} is NaN/Inf at step {self.step}; no checkpoint was written"
             )
+        fsync_path(self.files.log)  # the log's records up to this step are on disk before the checkpoint
         save_checkpoint(self.state_dict(), self.files.checkpoint(self.step))
         prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
         if final:

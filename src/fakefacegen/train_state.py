@@ -17,6 +17,7 @@ from .config import Config, OptimConfig
 from .generator_network import GeneratorNetwork
 from .models import recalibrate_batchnorm
 from .rundir import RunDir
+from .train_log import LogWindow
 
 
 @torch.no_grad()
@@ -76,6 +77,7 @@ class TrainerState:
     elapsed: float
     best: dict[str, Any]
     rollbacks: int
+    log_window: LogWindow  # the steps since the last 'train' log line
     g_net: nn.Module  # G and D without their DDP/compile wrappers: the weights, the state_dicts
     d_net: nn.Module
     g_ema: GeneratorNetwork | None
@@ -101,6 +103,7 @@ class TrainerState:
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.best = dict(state.get("best") or {})
         self.rollbacks = int(state.get("rollbacks", 0))
+        self.log_window.load_state_dict(state.get("log_window"))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +120,7 @@ class TrainerState:
             "opt_D": self.opt_d.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "world_size": self.world,
+            "log_window": self.log_window.state_dict(),
         }
 
     def sampling_generator(self) -> nn.Module:
