@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_save
+from .atomic import atomic_save, atomic_write_text, remove_stale_temps
 
 if TYPE_CHECKING:
     import torch
@@ -116,8 +116,7 @@ def _describe(G: LoadedGenerator, fmt: str, path: Path, diff: float, seed: int, 
 
 def _write_json(info: dict[str, Any], path: Path) -> Path:
     p = path.with_name(path.name.split(".")[0] + f".{info['format']}.json")
-    p.write_text(json.dumps(info, indent=2) + "\n")
-    return p
+    return atomic_write_text(p, json.dumps(info, indent=2) + "\n")
 
 
 def _checked(path: Path, diff: float, tolerance: float, what: str) -> None:
@@ -222,6 +221,7 @@ def export_model(
     G = load_generator(source, device="cpu", which=which)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # the temp files of an export that was killed here
     reports = {}
     if "onnx" in formats:
         reports["onnx"] = export_onnx(G, out / ONNX_FILE, opset=opset)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, remove_stale_temps
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -149,6 +149,7 @@ def write_report(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OSError(f"--out {out}: cannot create the report directory ({e.strerror})") from None
+    remove_stale_temps(out)  # the temp files of an audit that was killed while writing here
     summary = atomic_write_text(out / "summary.json", json.dumps(public_summary(result), indent=2) + "\n")
     page = atomic_write_text(out / "index.html", render_html(result))
     return {"summary": summary, "html": page}

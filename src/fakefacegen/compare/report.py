@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_save, atomic_write_text, remove_stale_temps
 from .figures import plot_losses, plot_metrics, side_by_side
 from .render import render_html, render_markdown
 from .runs import CompareError, load_run, run_names
@@ -34,6 +36,7 @@ def compare_runs(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CompareError(f"{out}: cannot create the report directory ({e.strerror})") from None
+    remove_stale_temps(out)  # the temp files of a compare that was killed here
 
     colors = {row["name"]: row["color"] for row in summary["runs"]}
     images: dict[str, Path] = {}
@@ -43,13 +46,11 @@ def compare_runs(
         images["metrics"] = p
     by_name = {r.name: r for r in runs}
     grids: dict[str, Path] = {}
-    for stale in out.glob("grid-[0-9][0-9]-*.png"):  # a previous report's grids (other ranks or runs)
-        stale.unlink()
     for row in summary["runs"]:
         r = by_name[row["name"]]
         if r.grid is not None:  # only fakes-*.png: real.png holds real faces and is never copied
             dst = out / f"grid-{row['rank']:02d}-{_safe(r.name)}.png"
-            shutil.copyfile(r.grid, dst)
+            atomic_save(dst, partial(shutil.copyfile, r.grid))
             grids[r.name] = dst
             row["grid"] = dst.name
     if (
@@ -61,7 +62,11 @@ def compare_runs(
         images["grids"] = p
     summary["images"] = {k: v.name for k, v in images.items()}
 
-    (out / "index.html").write_text(render_html(summary, images, grids), encoding="utf-8")
-    (out / "summary.md").write_text(render_markdown(summary), encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    # Each file whole or not at all (atomic.py), the page last: a killed compare leaves the previous
+    # report's page with the files it shows.
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", render_markdown(summary))
+    atomic_write_text(out / "index.html", render_html(summary, images, grids))
+    for stale in set(out.glob("grid-[0-9][0-9]-*.png")) - set(grids.values()):  # a previous report's grids
+        stale.unlink()
     return summary

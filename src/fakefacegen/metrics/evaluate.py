@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, remove_stale_temps
 from . import stats_cache
 from .features import LOGITS_UNAVAILABLE, FeatureExtractor
 from .fid import FEATURE_RANK_WARN, feature_stats, fid_from_stats, warn_if_small
@@ -328,4 +328,5 @@ def write_metrics_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write an evaluation result (numbers with their protocol) as indented JSON, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, name=path.name)  # of a write of this file that was killed
     return atomic_write_text(path, json.dumps(_jsonable(result), indent=2, sort_keys=False) + "\n")

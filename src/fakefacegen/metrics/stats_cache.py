@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write, atomic_write_text
+from ..atomic import atomic_write, atomic_write_text, remove_stale_temps
 from .inception import cache_root
 
 CACHE_FORMAT = 1
@@ -67,6 +67,7 @@ def save_features(
     check = {k: (v() if callable(v) else v) for k, v in (check or {}).items()}
     try:
         d.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(d)  # of a save that was killed (each file is whole or absent: see load_features)
         atomic_write(d / f"{key}.npy", lambda f: np.save(f, features.astype(np.float32)))
         meta = {"fields": fields, "check": check, "shape": list(features.shape)}
         atomic_write_text(d / f"{key}.json", json.dumps(meta, indent=1, default=str))
