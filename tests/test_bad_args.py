@@ -358,3 +358,21 @@ def test_defaults_are_inside_their_ranges():
                 assert action.type.range.contains(action.default), (name, _flag(action), action.default)
                 assert action.type.range.short() in action.help, (name, _flag(action), action.help)
     assert math.isfinite(bounds.WALK_BUDGET)
+
+
+def test_security_md_documents_every_range():
+    """SECURITY.md's tables name each numeric flag (with its commands) and config field with its range."""
+    rows = [line for line in (REPO / "SECURITY.md").read_text().splitlines() if line.startswith("| `")]
+
+    def documented(names: list[str], rng: bounds.Range) -> bool:
+        return any(
+            all(f"`{n}`" in row for n in names) and f"| {rng.short()}" in row and (not rng.pow2 or "powers" in row)
+            for row in rows
+        )
+
+    for name, s in _subparsers().items():
+        for action in s._actions:
+            if isinstance(action.type, bounds.FlagType):
+                assert documented([name, _flag(action)], action.type.range), (name, _flag(action))
+    for field, rng in bounds.CONFIG.items():
+        assert documented([field], rng), field

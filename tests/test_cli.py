@@ -46,3 +46,47 @@ def test_shared_flags_mean_the_same_everywhere():
     for name, a in seen["--device"].items():
         assert a.default == ("auto" if name == "train" else "cpu"), name
         assert a.help.startswith("auto, cpu, cuda, cuda:N or mps"), name
+
+
+def test_numeric_flags_show_their_range_and_refuse_outside_it(capsys):
+    from fakefacegen import bounds
+
+    assert cli.main(["generate", "-n", "0"]) == 2
+    assert capsys.readouterr().err == "error: --n must be an integer in 1..100000 (got 0)\n"
+    assert cli.main(["interpolate", "--seeds", "1,2", "--scale=9"]) == 2
+    assert capsys.readouterr().err == "error: --scale must be an integer in 1..8 (got 9)\n"
+    assert cli.main(["generate", "--psi", "nan"]) == 2
+    assert capsys.readouterr().err == "error: --psi must be a number in [0, 1] (got nan)\n"
+    with pytest.raises(SystemExit):
+        cli.main(["interpolate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"frames per segment, both endpoints included, {bounds.WALK_FRAMES.short()} (default 16)" in out
+
+
+def test_device_forms_and_backends(capsys):
+    import torch
+
+    from fakefacegen.runtime import select_device
+
+    assert str(select_device("cpu")) == "cpu"
+    for bad in ("tpu", "cuda:-1", "meta", "cpu:0", "CUDA"):
+        with pytest.raises(ValueError, match=r"--device must be one of auto, cpu, cuda, cuda:N or mps"):
+            select_device(bad)
+        assert cli.main(["generate", "--device", bad]) == 2
+        assert capsys.readouterr().err.startswith("error: --device must be one of auto, cpu, cuda, cuda:N or mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"^--device cuda:1: CUDA is not available on this machine"):
+            select_device("cuda:1")
+    else:
+        with pytest.raises(ValueError, match="CUDA device"):
+            select_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_resume_refuses_what_it_would_ignore(tmp_path, capsys):
+    for extra in (["--batch-size", "8"], ["--seed", "1"], ["--eval-every", "5"], ["--outdir", "x"], ["--dry-run"]):
+        assert cli.main(["train", "--resume", str(tmp_path / "run"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --resume continues a run with its saved config, so {extra[0]} would be ignored")
+    assert cli.main(["train", "--config", "c.json", "--preset", "debug"]) == 2
+    assert "give --config FILE or --preset NAME, not both" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

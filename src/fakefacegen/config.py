@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -224,6 +225,7 @@ class Config:
     def load(cls, path: str | Path) -> Config:
         p = Path(path)
         text = _read_config_file(p)
+        _check_nesting(text, str(p))
         try:
             raw = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
         except (ValueError, yaml.YAMLError, RecursionError) as e:
@@ -241,6 +243,20 @@ def _read_config_file(p: Path) -> str:
         raise ConfigError(f"{p}: cannot read config: {_first_line(e)}") from None
 
 
+MAX_NESTING = 32
+"""Brackets ([ and {) nested deeper than this in a config file or --set value are refused before YAML
+parses them (PyYAML's time grows with the square of the depth: 2,000 took 9 s)."""
+
+
+def _check_nesting(text: str, what: str) -> None:
+    depth = deepest = 0
+    for c in re.sub(r"[^\[\]{}]", "", text):
+        depth = depth + 1 if c in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    if deepest > MAX_NESTING:
+        raise ConfigError(f"{what}: brackets nested {deepest} deep; the limit is {MAX_NESTING}")
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
@@ -255,7 +271,7 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(d).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
-    unknown = sorted(prefix + bounds.shown(u) if not isinstance(u, str) else prefix + u for u in set(d) - names)
+    unknown = sorted(prefix + _field_name(u) for u in set(d) - names)
     if unknown:
         listed = ", ".join(u[:60] for u in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise ConfigError(f"unknown config field(s): {listed}")
@@ -267,6 +283,11 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
             _build(t, value, key + ".") if isinstance(t, type) and is_dataclass(t) else _coerce(t, value, key)
         )
     return cls(**kwargs)
+
+
+def _field_name(u: Any) -> str:
+    """A field name as an error message shows it: as typed when plain, else quoted with escapes (one line)."""
+    return u if isinstance(u, str) and u.isprintable() and len(u) <= 60 else bounds.shown(u)
 
 
 def _coerce(t: Any, v: Any, key: str) -> Any:
@@ -315,6 +336,7 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if not f.is_file():
             raise ConfigError(f"unknown preset {bounds.shown(name)}; available: {', '.join(preset_names())}")
         text = f.read_text()
+    _check_nesting(text, f"preset {name}")
     try:
         d = yaml.safe_load(text) or {}
     except (yaml.YAMLError, RecursionError, ValueError) as e:
@@ -341,6 +363,7 @@ def apply_override(d: dict[str, Any], item: str) -> dict[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {bounds.shown(item)} must look like section.field=value")
     key, raw = item.split("=", 1)
+    _check_nesting(raw, f"override {bounds.shown(key.strip())}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except (yaml.YAMLError, RecursionError, ValueError) as e:  # ValueError: an integer of over 4300 digits
@@ -351,7 +374,7 @@ def apply_override(d: dict[str, Any], item: str) -> dict[str, Any]:
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
         if not isinstance(cur, dict):
-            raise ConfigError(f"override {bounds.shown(item)}: {p} is not a section")
+            raise ConfigError(f"override {bounds.shown(item)}: {_field_name(p)} is not a section")
     cur[parts[-1]] = value
     return d
 
