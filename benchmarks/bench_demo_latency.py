@@ -13,6 +13,17 @@ walk has answered, asks for one face after another (each a new seed, so none is 
 each face's latency. It prints the idle face latency, then per N: the walks' statuses and times, and
 the faces' median and worst latency. Absolute seconds move with the machine's load (see
 benchmarks/common.py); the worst-case face latency is the figure to compare.
+
+Measured 2026-12-01, 2 cores (Zen3) at load average 7.3-7.7 (a training job and other tests), the
+bundled 64 px model; before = commit 9a3cf68 (one render thread, a queue of 128, median-cut GIFs):
+
+    server  walks  walk size (largest accepted)   walks took       face latency meanwhile
+    before  3      frames=64 scale=8 (33.0 Mpx)    148-375 s        worst 374 s (the face waited for all three)
+    before  3      frames=33 scale=8 (16.8 Mpx)    86-210 s         worst 210 s
+    after   3      frames=33 scale=8 (16.8 Mpx)    2.3-5.9 s        median 46 ms, worst 164 ms (90 faces)
+    after   8      frames=33 scale=8 (16.8 Mpx)    1.5-15.6 s       median 61 ms, worst 209 ms (234 faces)
+
+(idle face: 30-86 ms median in these runs.) 64 frames at scale 8 is now a 400 (over MAX_PIXELS).
 """
 
 from __future__ import annotations
