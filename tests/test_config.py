@@ -98,7 +98,7 @@ def test_override_syntax_error():
     [
         (["g_opt.lr=.nan"], "g_opt.lr must be a number in (0, 1] (got nan)"),
         (["d_opt.lr=.inf"], "d_opt.lr must be a number in (0, 1] (got inf)"),
-        (["train.steps=0"], "train.steps must be an integer in 1..10000000 (got 0)"),
+        (["train.steps=0"], "train.steps must be an integer in 1..1000000000 (got 0)"),
         (["model.resolution=48"], "model.resolution must be a power of two in 32..256 (got 48)"),
         (
             ["model.width=256"],
