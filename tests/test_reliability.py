@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from conftest import debug_train_argv, make_dataset_dir
 from fakefacegen.atomic import atomic_write, remove_stale_temps
+from fakefacegen.bounds import MAX_STEPS
 from fakefacegen.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -376,8 +377,8 @@ def test_killed_between_last_checkpoint_and_export(good_run, tmp_path):
     [
         (["train", "--preset", "debug", "--batch-size", "0"], "--batch-size must be an integer in 1..4096 (got 0)"),
         (["train", "--preset", "debug", "--batch-size", "-8"], "--batch-size must be an integer in 1..4096 (got -8)"),
-        (["train", "--preset", "debug", "--steps", "0"], "--steps must be an integer in 1..10000000 (got 0)"),
-        (["train", "--preset", "debug", "--steps", "-3"], "--steps must be an integer in 1..10000000 (got -3)"),
+        (["train", "--preset", "debug", "--steps", "0"], f"--steps must be an integer in 1..{MAX_STEPS} (got 0)"),
+        (["train", "--preset", "debug", "--steps", "-3"], f"--steps must be an integer in 1..{MAX_STEPS} (got -3)"),
         (["train", "--preset", "debug", "--set", "model.resolution=48"], "model.resolution must be a power of two"),
         (["train", "--preset", "debug", "--set", "model.resolution=0"], "model.resolution must be a power of two"),
         (["train", "--preset", "debug", "--set", "model.resolution=512"], "model.resolution must be a power of two"),
@@ -388,7 +389,7 @@ def test_killed_between_last_checkpoint_and_export(good_run, tmp_path):
         ),
         (
             ["train", "--preset", "debug", "--set", "train.ckpt_every=0"],
-            "train.ckpt_every must be an integer in 1..10000000 (got 0)",
+            f"train.ckpt_every must be an integer in 1..{MAX_STEPS} (got 0)",
         ),
         (["train", "--preset", "debug", "--set", "d_opt.lr=0"], "d_opt.lr must be a number in (0, 1] (got 0.0)"),
         (["train", "--resume", "NORUN"], "not a run directory (no config.json)"),
