@@ -60,10 +60,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--method",
-        choices=("regression", "logistic"),
-        default="regression",
-        help="boundary fit: ridge regression of the classifier's logit, or class-balanced logistic regression "
-        "(default regression)",
+        choices=("logistic", "regression"),
+        default="logistic",
+        help="boundary fit: class-balanced logistic regression on the classifier's 0.5 decisions, or ridge "
+        "regression of its logit (default logistic)",
     )
     add_device(s)
     s.set_defaults(func=run)
