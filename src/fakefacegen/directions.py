@@ -48,7 +48,8 @@ MIN_CORRELATION = 0.3  # the direction's correlation with the classifier's logit
 MIN_SIDE = 20  # a logistic fit needs this many generated faces on each side of 0.5
 FIT_SEED = 1_000_003  # the seed of the generated faces the boundaries are fitted on
 MEASURE_SEED = 1_000_033  # the seed of the held-out generated faces the edits are measured on
-MAX_GRAM_CONDITION = 1e3  # edited + kept directions nearly parallel beyond this: refused
+MAX_GRAM_CONDITION = 20.0  # edited + kept directions nearly parallel beyond this (two at |cosine| > 0.9): refused,
+# as the step would be over 2.3 times as long as the edit alone and leave the region of latents G was trained on
 REQUIRED = (
     "Smiling",
     "Young",
@@ -430,6 +431,11 @@ def measure_edits(
                 k = int(np.argmax(np.abs(d.mean(0))))
                 res[f"others_change_{tag}"] = round(float(np.abs(d).mean()), 4)
                 res[f"most_moved_{tag}"] = [clf.attributes[others[k]], round(float(d.mean(0)[k]), 4)]
+            if kept:  # the mean change of each attribute held fixed
+                res[f"kept_change_{tag}"] = {
+                    b: round(float((p1[:, clf.attributes.index(b)] - p0[:, clf.attributes.index(b)]).mean()), 4)
+                    for b in kept
+                }
             if emb0 is not None:
                 dist = np.linalg.norm(identity.embed(img) - emb0, axis=1)
                 res[f"identity_{tag}"] = round(float(dist.mean()), 4)
