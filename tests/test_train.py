@@ -144,3 +144,14 @@ def test_dry_run_prints_config_and_models(capsys):
     assert main(["train", "--preset", "celeba64", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert '"resolution": 64' in out and "Generator:" in out and "ConvTranspose2d" in out
+
+
+def test_cuda_graphs_on_without_a_gpu_is_a_one_line_usage_error(dataset32, tmp_path, capsys):
+    argv = ["train", "--data", str(dataset32), "--preset", "debug", "--outdir", str(tmp_path / "runs"), "--quiet"]
+    assert main([*argv, "--device", "cpu", "--set", "train.cuda_graphs=on"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: train.cuda_graphs=on cannot be used here: it needs a CUDA device and this run is on cpu; "
+        "use auto or off"
+    )
+    assert not (tmp_path / "runs").exists()

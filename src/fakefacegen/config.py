@@ -142,6 +142,11 @@ class TrainConfig:
     autocast (gemm_conv.py). auto: on where the CPU has native bf16 and the run uses bf16."""
     compile: bool = False
     """torch.compile both networks."""
+    cuda_graphs: str = "auto"
+    """'auto', 'on', 'off' or 'static': the whole step (D phase, G phase, optimiser steps) captured once as a CUDA
+    graph and replayed (step_capture.py). auto: on for one process on CUDA (not with fp16's gradient scaler or
+    train.compile), off on CPU and MPS. static: the captured step's static buffers run eagerly, no capture, on any
+    device (for checking that path; no faster than off)."""
     threads: int = 0
     """CPU threads for PyTorch (0 = all cores available to the process)."""
     on_nan: str = "stop"
@@ -157,6 +162,7 @@ class TrainConfig:
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.channels_last", self.channels_last, ("auto", "on", "off"))
         _choice("train.gemm_convs", self.gemm_convs, ("auto", "on", "off"))
+        _choice("train.cuda_graphs", self.cuda_graphs, ("auto", "on", "off", "static"))
         _choice("train.on_nan", self.on_nan, ("stop", "rollback"))
 
 

@@ -11,6 +11,11 @@ Regularisers (both lazy: every ``r1_every`` steps, weighted by ``r1_every``, as 
 
 * R1 (Mescheder et al. 2018): gamma/2 * E ||grad_x D(x)||^2 on real images;
 * R2: the same on generated images (the pair R3GAN uses with its relativistic loss).
+
+A step starts from :class:`StepInputs` (what the host draws for it: the batch, flips, noise, the
+augmentation's generator); :class:`PlainStep` moves them to the device and runs :class:`GANStep`, and
+``step_capture.CapturedStep`` runs the same step from static buffers as a CUDA graph. Both return the
+step's statistics (:func:`step_stats`) as one tensor on the device, for one host transfer per step.
 """
 
 from __future__ import annotations
@@ -23,8 +28,43 @@ import torch
 from torch import nn
 
 from . import distributed as dist
+from .augment import diff_augment
 from .config import TrainConfig
+from .data import to_model_input
+from .divergence import weights_maybe_nonfinite
 from .losses import d_loss, g_loss, gradient_penalty
+
+STATS = ("loss_d", "loss_g", "d_real", "d_fake", "r1", "r2", "maybe_nonfinite_weights")
+"""What :func:`step_stats` holds, in order: the losses, the mean sigmoid of D's logits on real and fake, the
+penalties, and 1.0 when some weight of D or G may be NaN/Inf (else 0.0)."""
+
+
+@dataclass
+class StepInputs:
+    """What the host draws for one step, for this process's rows of the global batch (nothing on the device yet).
+
+    ``step`` and ``rollbacks`` say which step they were drawn for (the noise depends on both)."""
+
+    step: int
+    rollbacks: int
+    batch: torch.Tensor
+    """uint8 (B, S, S, 3), as ``FaceDataset.__getitems__`` returns it."""
+    flip: torch.Tensor | None
+    """bool (B,): rows to mirror; None: no flips."""
+    z: torch.Tensor
+    """(B, z_dim) noise."""
+    aug_rng: torch.Generator | None
+    """The step's DiffAugment generator (None without train.augment)."""
+
+
+def augmenter(
+    policy: str, rng: torch.Generator | None, rows: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The step's DiffAugment: ``policy`` drawn from ``rng`` for the global batch and sliced to ``rows``
+    (first row, global batch size); the identity when ``policy`` is empty."""
+    if not policy:
+        return lambda x: x
+    return lambda x: diff_augment(x, policy, rng, rows=rows)
 
 
 @dataclass
@@ -37,6 +77,21 @@ class StepOutput:
     logits_fake: torch.Tensor
     r1: torch.Tensor
     r2: torch.Tensor
+
+
+def step_stats(out: StepOutput, d_net: nn.Module, g_net: nn.Module) -> torch.Tensor:
+    """The step's numbers named by :data:`STATS`, float32 (7,) on the device, with no host sync."""
+    return torch.stack(
+        [
+            out.loss_d.detach().float(),
+            out.loss_g.detach().float(),
+            torch.sigmoid(out.logits_real.detach().float()).mean(),
+            torch.sigmoid(out.logits_fake.detach().float()).mean(),
+            out.r1.detach().float().reshape(()),
+            out.r2.detach().float().reshape(()),
+            weights_maybe_nonfinite(d_net, g_net),
+        ]
+    )
 
 
 class GANStep:
@@ -109,3 +164,28 @@ class GANStep:
         self.scaler.step(self.opt_g)
         self.scaler.update()
         return loss
+
+
+class PlainStep:
+    """One step from :class:`StepInputs`: the batch converted on the device (``data.to_model_input``), the
+    noise moved there, the augmentation drawn from the step's generator as it goes; returns step_stats."""
+
+    def __init__(
+        self,
+        gan_step: GANStep,
+        *,
+        device: torch.device,
+        channels_last: bool,
+        augment: str,
+        rows: tuple[int, int],
+        d_net: nn.Module,
+        g_net: nn.Module,
+    ):
+        self.gan_step, self.device, self.channels_last = gan_step, device, channels_last
+        self.augment, self.rows, self.d_net, self.g_net = augment, rows, d_net, g_net
+
+    def __call__(self, inputs: StepInputs) -> torch.Tensor:
+        real = to_model_input(inputs.batch, device=self.device, channels_last=self.channels_last, flip=inputs.flip)
+        z = inputs.z.to(self.device)
+        out = self.gan_step(inputs.step, real, z, augmenter(self.augment, inputs.aug_rng, self.rows))
+        return step_stats(out, self.d_net, self.g_net)

@@ -3,7 +3,8 @@
 The fast path is chosen at run time from what the processor reports, never guessed:
 on CPU, bf16 autocast only where the CPU has native bf16 (AVX512-BF16 or AMX; on others it is
 emulated and many times slower than fp32) and channels_last (faster for these convolutions with
-oneDNN); on CUDA, bf16 autocast where supported, else fp16 with a gradient scaler.
+oneDNN); on CUDA, bf16 autocast where supported, else fp16 with a gradient scaler, and the whole step
+captured as a CUDA graph where it can be (one process, no gradient scaler, no torch.compile).
 """
 
 from __future__ import annotations
@@ -97,15 +98,19 @@ class FastPath:
     threads: int
     gemm_max_pixels: int = 0
     """Convolutions whose small side has at most this many pixels run as matrix multiplies (0 = none)."""
+    cuda_graphs: str = "off"
+    """'on': the step is captured as a CUDA graph; 'static': its static buffers run eagerly; 'off': the plain step."""
 
     @property
     def precision(self) -> str:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
 
-    def autocast(self):
+    def autocast(self, cache: bool = True):
+        """The precision context. ``cache=False``: no cache of casted weights (a CUDA graph capture needs that;
+        the numbers are the same)."""
         if self.autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=cache)
 
     def describe(self) -> str:
         where = (
@@ -115,9 +120,10 @@ class FastPath:
         )
         extra = f", cpu capability {cpu_capability()}, {self.threads} threads" if self.device.type == "cpu" else ""
         gemm = f"; convs on {MIN_PIXELS}..{self.gemm_max_pixels} px maps as GEMM" if self.gemm_max_pixels else ""
+        graphs = f"; CUDA graphs {self.cuda_graphs}" if self.device.type == "cuda" or self.cuda_graphs != "off" else ""
         return (
             f"device {self.device} ({where}{extra}); precision {self.precision}; "
-            f"channels_last {'on' if self.channels_last else 'off'}{gemm}"
+            f"channels_last {'on' if self.channels_last else 'off'}{gemm}{graphs}"
         )
 
 
@@ -127,8 +133,13 @@ def choose_fast_path(
     channels_last: str = "auto",
     threads: int = 0,
     gemm_convs: str = "auto",
+    cuda_graphs: str = "off",
+    *,
+    processes: int = 1,
+    compiled: bool = False,
 ) -> FastPath:
-    """Resolve 'auto' settings for ``device`` from what the hardware has."""
+    """Resolve 'auto' settings for ``device`` from what the hardware has (``processes``: under torchrun;
+    ``compiled``: train.compile is on). A setting this device or run cannot honour is a one-line ValueError."""
     if device.type == "cpu":
         n = threads or available_cores()
         torch.set_num_threads(n)
@@ -156,11 +167,40 @@ def choose_fast_path(
     # The matrix-multiply route only acts under CPU bf16 autocast (gemm_conv.py).
     gemm_ok = device.type == "cpu" and dtype is torch.bfloat16
     gemm = gemm_ok and (gemm_convs == "on" or (gemm_convs == "auto" and cpu_has_native_bf16()))
+    scaler = dtype is torch.float16 and device.type == "cuda"
     return FastPath(
         device,
         dtype,
         cl,
-        grad_scaler=(dtype is torch.float16 and device.type == "cuda"),
+        grad_scaler=scaler,
         threads=n,
         gemm_max_pixels=MAX_PIXELS if gemm else 0,
+        cuda_graphs=resolve_cuda_graphs(
+            cuda_graphs, device, grad_scaler=scaler, processes=processes, compiled=compiled
+        ),
     )
+
+
+def resolve_cuda_graphs(
+    setting: str, device: torch.device, *, grad_scaler: bool = False, processes: int = 1, compiled: bool = False
+) -> str:
+    """train.cuda_graphs -> 'on', 'static' or 'off'. auto is on where a capture can work: CUDA, one process,
+    no fp16 gradient scaler (its step reads the GPU from the host), no torch.compile (it has its own graphs)."""
+    if setting in ("off", "static"):
+        return setting
+    why_not = (
+        f"it needs a CUDA device and this run is on {device.type}"
+        if device.type != "cuda"
+        else "fp16's gradient scaler syncs with the host in every step (use train.precision=bf16 or fp32)"
+        if grad_scaler
+        else f"it is for one process and this run has {processes}"
+        if processes > 1
+        else "train.compile=true makes its own graphs"
+        if compiled
+        else None
+    )
+    if setting == "auto":
+        return "off" if why_not else "on"
+    if why_not:
+        raise ValueError(f"train.cuda_graphs=on cannot be used here: {why_not}; use auto or off")
+    return "on"

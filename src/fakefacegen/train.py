@@ -26,12 +26,11 @@ from torch import nn
 
 from . import distributed as dist
 from .atomic import remove_stale_temps
-from .augment import diff_augment
 from .checkpoint import load_checkpoint
 from .config import Config
-from .data import FaceDataset, StepBatchSampler, to_model_input
-from .divergence import DivergenceError, divergence, nonfinite_weights, weights_maybe_nonfinite
-from .gan_step import GANStep
+from .data import FaceDataset, StepBatchSampler
+from .divergence import DivergenceError, divergence, nonfinite_weights
+from .gan_step import GANStep, PlainStep, StepInputs
 from .gemm_conv import set_gemm_route
 from .models import build_models
 from .plots import plot_run
@@ -46,6 +45,7 @@ from .randomness import (
 )
 from .rundir import RunDir, RunLock, append_log, new_run_dir, write_status, write_status_safely
 from .runtime import choose_fast_path, select_device
+from .step_capture import CapturedStep, set_capturable
 from .stop_signals import StopSignals, TrainingInterrupted
 from .train_log import LogWindow
 from .train_outputs import TrainerOutputs
@@ -105,7 +105,16 @@ class Trainer(TrainerOutputs):
 
         # ---- Device and the fast path for it ---------------------------------------------------
         self.device = select_device(device, self.local_rank)
-        self.fast = choose_fast_path(self.device, t.precision, t.channels_last, t.threads, t.gemm_convs)
+        self.fast = choose_fast_path(
+            self.device,
+            t.precision,
+            t.channels_last,
+            t.threads,
+            t.gemm_convs,
+            t.cuda_graphs,
+            processes=self.world,
+            compiled=t.compile,
+        )
 
         # ---- Data ------------------------------------------------------------------------------
         if not cfg.data:
@@ -146,7 +155,23 @@ class Trainer(TrainerOutputs):
             g, d = cast(nn.Module, torch.compile(g)), cast(nn.Module, torch.compile(d))
         self.g, self.d = dist.wrap(g, self.device), dist.wrap(d, self.device)  # what the step calls
         self.g_net, self.d_net = _unwrap(self.g), _unwrap(self.d)  # the plain modules: weights, state_dicts
-        self.gan_step = GANStep(self.g, self.d, self.opt_g, self.opt_d, self.scaler, self.fast.autocast, t)
+        # The step: plain, or from static buffers (captured as a CUDA graph with train.cuda_graphs; step_capture.py).
+        graphs = self.fast.cuda_graphs
+        autocast = (lambda: self.fast.autocast(cache=False)) if graphs == "on" else self.fast.autocast
+        self.gan_step = GANStep(self.g, self.d, self.opt_g, self.opt_d, self.scaler, autocast, t)
+        self.plain_step = PlainStep(
+            self.gan_step,
+            device=self.device,
+            channels_last=self.fast.channels_last,
+            augment=t.augment,
+            rows=(self.rank * self.local_batch, t.batch_size),
+            d_net=self.d_net,
+            g_net=self.g_net,
+        )
+        self.run_step: Callable[[StepInputs], torch.Tensor] = (
+            self.plain_step if graphs == "off" else CapturedStep(self.plain_step, capture=graphs == "on")
+        )
+        self._optimiser_state_loaded()
 
         # ---- Evaluator (before the run directory: a failed start leaves no run folder behind) ----
         self.evaluator: TrainingEvaluator | None = None
@@ -219,13 +244,41 @@ class Trainer(TrainerOutputs):
                 self.lock.release()
         return self.run_dir
 
+    def _optimiser_state_loaded(self) -> None:
+        """After the optimisers' state was set or replaced (start, resume, roll-back): Adam's capturable flag as
+        this run needs it (a checkpoint carries its writer's), and any CUDA graph captured again (it holds the
+        old state's addresses)."""
+        for opt in (self.opt_g, self.opt_d):
+            set_capturable(opt, self.fast.cuda_graphs == "on")
+        if isinstance(self.run_step, CapturedStep):
+            self.run_step.reset()
+
+    def _step_inputs(self, sampler: StepBatchSampler, step: int) -> StepInputs:
+        """What the host draws for ``step``: this process's rows of the global batch, flipped or not, the noise
+        and the augmentation's generator; each from its own (seed, step) stream, so drawing ahead changes nothing."""
+        t = self.cfg.train
+        lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch  # this process's rows
+        batch = self.dataset.__getitems__(sampler.indices(step))
+        flip = None
+        if t.flip:
+            flip = (torch.rand(t.batch_size, generator=step_generator(t.seed, step, STREAM_FLIP)) < 0.5)[lo:hi]
+        z = torch.randn(
+            t.batch_size,
+            self.cfg.model.z_dim,
+            generator=step_generator(t.seed + ROLLBACK_SEED_STRIDE * self.rollbacks, step, STREAM_NOISE),
+        )[lo:hi]
+        aug_rng = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
+        return StepInputs(step, self.rollbacks, batch, flip, z, aug_rng)
+
     def _loop(self) -> None:
         cfg, t = self.cfg, self.cfg.train
-        dev, fast = self.device, self.fast
+        fast = self.fast
         sampler = StepBatchSampler(
             len(self.dataset), self.local_batch, seed=t.seed, rank=self.rank, world_size=self.world
         )
-        lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch  # this process's rows
+        # On a GPU the host draws the next step's inputs while the device runs this one.
+        draw_ahead = self.device.type == "cuda"
+        ahead: StepInputs | None = None
         if self.is_main:
             print(
                 f"run {self.run_dir} | {fast.describe()} | {self.world} process(es), batch {t.batch_size} "
@@ -244,44 +297,23 @@ class Trainer(TrainerOutputs):
         while self.step < t.steps:
             step = self.step
             t0 = time.perf_counter()
-            # ---- Data: this process's rows of the global batch, flipped, in [-1, 1] -------------
-            batch = self.dataset.__getitems__(sampler.indices(step))
-            flip = None
-            if t.flip:
-                flip = (torch.rand(t.batch_size, generator=step_generator(t.seed, step, STREAM_FLIP)) < 0.5)[lo:hi]
-            real = to_model_input(batch, device=dev, channels_last=fast.channels_last, flip=flip)
-            z = torch.randn(
-                t.batch_size,
-                cfg.model.z_dim,
-                generator=step_generator(t.seed + ROLLBACK_SEED_STRIDE * self.rollbacks, step, STREAM_NOISE),
-            )[lo:hi]
-            z = z.to(dev)
-            aug_rng = step_generator(t.seed, step, STREAM_AUG) if t.augment else None
-
-            def aug(x: torch.Tensor) -> torch.Tensor:
-                # Draws for the global batch, sliced to this process's rows (as flips and noise).
-                return diff_augment(x, t.augment, aug_rng, rows=(lo, t.batch_size)) if t.augment else x
+            # ---- Data: this process's rows of the global batch, flips, noise (drawn on the host) ------
+            inputs = ahead if ahead is not None and (ahead.step, ahead.rollbacks) == (step, self.rollbacks) else None
+            inputs = inputs or self._step_inputs(sampler, step)
 
             # ---- The GAN step: D phase (with the lazy R1/R2 when due), then G phase ---------------
-            out = self.gan_step(step, real, z, aug)
+            # (the batch converted to [-1, 1] and augmented on the device; plain or a CUDA graph replay)
+            stats_t = self.run_step(inputs)
+            if draw_ahead:
+                ahead = self._step_inputs(sampler, step + 1)
 
             # ---- Divergence check: at once, before anything is saved -------------------------------
             # Under torchrun the losses and the stop flag are agreed on by all processes, so they
             # all take the same branch (log, stop, roll back) at the same step.
             # d_real/d_fake/r1 too, so the log describes the global batch, not rank 0's share of it.
             # One device->host transfer per step (on a GPU each .item() is a sync): the six statistics
-            # and a flag that is 0 when every weight of D and G is finite.
-            stats = torch.stack(
-                [
-                    out.loss_d.detach().float(),
-                    out.loss_g.detach().float(),
-                    torch.sigmoid(out.logits_real.detach().float()).mean(),
-                    torch.sigmoid(out.logits_fake.detach().float()).mean(),
-                    out.r1.detach().float().reshape(()),
-                    out.r2.detach().float().reshape(()),
-                    weights_maybe_nonfinite(self.d_net, self.g_net),
-                ]
-            ).tolist()
+            # and a flag that is 0 when every weight of D and G is finite (gan_step.step_stats).
+            stats = stats_t.tolist()
             maybe_bad_w = stats.pop()
             *agreed, stop_flag = dist.agree([*stats, self.signals.flag()])
             stop_signum = self.signals.agreed(stop_flag)
@@ -290,6 +322,7 @@ class Trainer(TrainerOutputs):
             what = divergence(step, ld, lg, bad_w)
             if what is not None:
                 self._diverged(what)
+                self._optimiser_state_loaded()  # a roll-back replaced it
                 continue
             if self.g_ema is not None:
                 update_ema(self.g_ema, self.g_net, t.ema if step >= t.ema_start else 0.0)
