@@ -193,7 +193,7 @@ def test_directions_found_on_the_bundled_model_move_their_attribute(G):
     assert b["identity_up"] > 0 and 0 <= b["same_person_up"] <= 1
     assert m["Red"]["keep"] == ["Bright"] and m["Red"]["cross_up"] > 0.5
     assert abs(m["Red"]["kept_change_up"]["Bright"]) < abs(m["Red"]["target_change_up"]) / 3  # held (nearly) fixed
-    assert b["median_distance_below"] > 0 and "kept_change_up" not in b
+    assert "kept_change_up" not in b
 
 
 def test_weights_hash_follows_the_weights(G):

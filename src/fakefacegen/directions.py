@@ -441,11 +441,6 @@ def measure_edits(
                 res[f"identity_{tag}"] = round(float(dist.mean()), 4)
                 res[f"same_person_{tag}"] = round(float((dist < 0.6).mean()), 4)
         res["share_before"] = round(float((p0[:, j] >= 0.5).mean()), 4)
-        # how far the faces below 0.5 are from the boundary along the direction, in sigmas: the amount that
-        # would carry the median one across if the classifier followed the linear model
-        dist = dirs.scores(codes.cpu().numpy())[:, dirs.attributes.index(a)]
-        below = p0[:, j] < 0.5
-        res["median_distance_below"] = round(float(np.median(-dist[below])), 3) if below.any() else None
         out[a] = res
         log(f"{a}: " + ", ".join(f"{k} {v}" for k, v in res.items() if k not in ("n", "amount", "keep")))
     return out
