@@ -280,3 +280,75 @@ def test_registered_in_fakefacegen_cli(tiny_path, tmp_path, capsys):
         cli.main(["interpolate", str(tiny_path), "--seeds", "4,5", "--frames", "3", "--out", str(tmp_path / "c")]) == 0
     )
     assert (tmp_path / "c" / "walk.gif").is_file()
+
+
+# ------------------------------------------------------------------- walks from saved latents
+
+
+@pytest.fixture(scope="module")
+def style_G(tmp_path_factory):
+    import dataclasses
+
+    from fakefacegen.checkpoint import save_generator
+    from fakefacegen.config import ModelConfig
+    from fakefacegen.generate import load_generator
+    from fakefacegen.stylegan import StyleGenerator
+
+    torch.manual_seed(3)
+    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style")
+    path = tmp_path_factory.mktemp("styleG") / "g.safetensors"
+    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), path)
+    return load_generator(path)
+
+
+def test_parse_seeds_takes_latent_files():
+    assert parse_seeds("me-latent.npy, 5,7") == [Path("me-latent.npy"), 5, 7]
+    with pytest.raises(ValueError, match="seeds or latent files"):
+        parse_seeds("1,me.png")
+
+
+def test_walk_from_a_dcgan_latent_file_ends_on_its_face_and_the_seeds(G, tmp_path):
+    lat = G.codes(1, 11, start=3)[0].cpu().numpy() * 0.9  # some z that is not a seed's first face
+    np.save(tmp_path / "me-latent.npy", lat)
+    walk = interpolate(G, [tmp_path / "me-latent.npy", 5, 8], frames=4)
+    assert walk.shape == (7, 32, 32, 3)
+    np.testing.assert_array_equal(walk[0], G.synthesize_latents(lat)[0])
+    np.testing.assert_array_equal(walk[3], G.sample(1, 5)[0])
+    np.testing.assert_array_equal(walk[6], G.sample(1, 8)[0])
+    # spherical in z, as the seed walks: the middle frame is the slerp of the ends
+    mid = slerp(torch.from_numpy(lat), G.codes(1, 5)[0].cpu(), torch.tensor([1 / 3]))
+    np.testing.assert_array_equal(walk[1], G.synthesize(mid)[0])
+
+
+def test_walk_from_a_style_w_plus_latent_is_straight_in_w(style_G, tmp_path):
+    G = style_G
+    blocks = len(G.net.blocks)
+    w_plus = G.codes(1, 2)[:, None].expand(-1, blocks, -1).clone()
+    w_plus[:, 0] += 0.5  # a W+ latent whose blocks differ, as a projected photo's do
+    np.save(tmp_path / "p-latent.npy", w_plus[0].numpy())
+    walk = interpolate(G, [tmp_path / "p-latent.npy", 6], frames=5, loop=True)
+    assert walk.shape == (8, 32, 32, 3)  # two segments, the closing frame left out
+    # within one level of 255: the walk renders W+ in one batch of 8, sample() renders w alone
+    np.testing.assert_allclose(walk[0].astype(int), G.synthesize_latents(w_plus[0].numpy())[0].astype(int), atol=1)
+    np.testing.assert_allclose(walk[4].astype(int), G.sample(1, 6)[0].astype(int), atol=1)
+    assert np.abs(walk[4].astype(int) - G.sample(1, 2)[0].astype(int)).max() > 8  # and not some other face
+    halfway = w_plus + 0.5 * (G.codes(1, 6)[:, None] - w_plus)
+    np.testing.assert_allclose(walk[2].astype(int), G.render(halfway)[0].astype(int), atol=1)
+
+
+def test_walk_latent_file_errors_are_one_line(G, tiny_path, tmp_path, capsys):
+    np.save(tmp_path / "two-latent.npy", np.zeros((2, G.z_dim), np.float32))
+    np.save(tmp_path / "bad-latent.npy", np.zeros((G.z_dim + 1,), np.float32))
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    cases = [
+        ("two-latent.npy", "holds 2 latents"),
+        ("bad-latent.npy", f"has shape ({G.z_dim + 1},)"),
+        ("junk.npy", "not a readable .npy latent"),
+        ("missing.npy", "cannot read the latent"),
+    ]
+    for name, needle in cases:
+        argv = ["interpolate", str(tiny_path), "--seeds", f"{tmp_path / name},1", "--out", str(tmp_path / "o")]
+        assert run_cli(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and needle in err and name in err and "\n" not in err, err
+    assert not (tmp_path / "o").exists()

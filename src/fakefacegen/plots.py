@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .atomic import atomic_save
 from .rundir import RunDir, read_log
 
 
@@ -31,7 +32,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(rd.losses_plot, dpi=100)
+        atomic_save(rd.losses_plot, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
         plt.close(fig)
         written.append(rd.losses_plot)
     if evals:
@@ -44,7 +45,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.grid(alpha=0.3)
         fig.suptitle(f"{run_dir.name}: metrics")
         fig.tight_layout()
-        fig.savefig(rd.metrics_plot, dpi=100)
+        atomic_save(rd.metrics_plot, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
         plt.close(fig)
         written.append(rd.metrics_plot)
     return written

@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,31 +37,38 @@ class ProjectError(ValueError):
 
 
 def load_photo(path: str | Path, size: int) -> np.ndarray:
-    """A photo as a uint8 (size, size, 3) face crop, as ``prepare`` makes one; ProjectError otherwise."""
+    """A photo file as a uint8 (size, size, 3) face crop, as ``prepare`` makes one; ProjectError otherwise."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ProjectError(f"photo {p}: cannot read it ({e.strerror or e})") from None
+    return decode_photo(data, size, f"photo {p}")
+
+
+def decode_photo(data: bytes, size: int, name: str = "photo", max_pixels: int | None = None) -> np.ndarray:
+    """A photo's bytes (a file's or an upload's, decoded in memory) as a uint8 (size, size, 3) face crop,
+    centre-cropped and resized as ``prepare`` does; a one-line ProjectError starting with ``name``
+    when it is not a usable colour photo (not an image, corrupt, tiny, over ``max_pixels``, grayscale)."""
     from PIL import Image
 
     from .prepare import DEFAULT_MAX_PIXELS, default_min_side
     from .prepare.decode import decode_image
     from .prepare.errors import Skip
 
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ProjectError(f"photo {p}: cannot read it ({e.strerror or e})") from None
     cfg = {
         "size": size,
         "min_side": default_min_side(size),
-        "max_pixels": DEFAULT_MAX_PIXELS,
+        "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
         "draft": True,
         "resample": Image.Resampling.LANCZOS,
     }
     try:
         arr, from_mode, _, _ = decode_image(data, cfg)
     except Skip as e:
-        raise ProjectError(f"photo {p}: {e}") from None
+        raise ProjectError(f"{name}: {e}") from None
     if from_mode in ("L", "LA", "I", "I;16", "1", "F") or bool((arr == arr[..., :1]).all()):
-        raise ProjectError(f"photo {p}: grayscale; the model makes colour faces, give a colour photo")
+        raise ProjectError(f"{name}: grayscale; the model makes colour faces, give a colour photo")
     return arr
 
 
@@ -204,6 +212,11 @@ def project(
     )
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a temp file's name
+        np.save(f, array)
+
+
 def project_photos(
     model: Any,
     photos: list[str | Path],
@@ -214,6 +227,7 @@ def project_photos(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Load ``photos``, project them into ``model`` (as ``load_generator`` takes), write the files."""
+    from .atomic import atomic_save, atomic_write_text
     from .audit.report import pair_image
     from .generate import load_generator
     from .images import save_png
@@ -250,7 +264,7 @@ def project_photos(
     rows = []
     for i, name in enumerate(names):
         save_png(res.images[i], out / f"{name}-projection.png")
-        np.save(out / f"{name}-latent.npy", res.latents[i])
+        atomic_save(out / f"{name}-latent.npy", partial(_save_npy, array=res.latents[i]))
         save_png(pair_image(targets[i], res.images[i]), out / f"{name}-side.png")
         rows.append(
             {
@@ -271,5 +285,5 @@ def project_photos(
         "RGB in [0, 1]; perceptual: Inception early layers, unit-normalised channels, mean squared "
         "difference (0 = identical)",
     }
-    (out / "projection.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "projection.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -55,10 +55,12 @@ def run(a: argparse.Namespace) -> int:
     if a.no_grid and a.grid_only:
         raise UsageError("--no-grid and --grid-only together would write nothing; give one of them")
     from ..generate import generate_images, load_generator
+    from ..latents import check_latent_file
 
     device = device_of(a)
     if a.latent:
-        _check_latent_files(a.latent)
+        for f in a.latent:  # before the model is loaded
+            check_latent_file(f)
     if a.which == "best" and a.model:
         # resolve the checkpoint here so generate_images stays simple
         G = load_generator(a.model, which="best")
@@ -91,19 +93,15 @@ def run(a: argparse.Namespace) -> int:
 def _from_latents(a: argparse.Namespace, device: str, t0: float) -> int:
     from pathlib import Path
 
-    import numpy as np
-
     from ..generate import load_generator
     from ..images import save_png
+    from ..latents import read_latent_file
 
     G = load_generator(a.model, device=device)
     out = Path(a.out)
     faces = []
     for f in map(Path, a.latent):
-        try:
-            latent = np.load(f, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{f}: not a readable .npy latent ({str(e).splitlines()[0][:120]})") from None
+        latent = read_latent_file(f)
         count = 1 if latent.ndim <= (2 if G.family == "style" else 1) else latent.shape[0]
         bounds.LATENTS_PER_FILE.check(f"{f}: the number of latents", count)
         faces.append((f, G.synthesize_latents(latent, source=str(f))))
@@ -118,14 +116,3 @@ def _from_latents(a: argparse.Namespace, device: str, t0: float) -> int:
     return 0
 
 
-def _check_latent_files(files: list[str]) -> None:
-    """Each --latent file exists and is at most bounds.LATENT_FILE_MB, before the model is loaded."""
-    import os
-
-    for f in files:
-        try:
-            size = os.stat(f).st_size
-        except OSError as e:
-            raise ValueError(f"{f}: cannot read the latent ({e.strerror})") from None
-        if size > bounds.LATENT_FILE_MB << 20:
-            raise ValueError(f"{f}: a latent file must be at most {bounds.LATENT_FILE_MB} MiB ({size >> 20} MiB)")

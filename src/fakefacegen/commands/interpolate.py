@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from .. import bounds
 from ..bounds import flag, helped
@@ -14,7 +15,8 @@ from .flags import add_device, add_model, add_truncation, add_which, device_of, 
 EXAMPLES = """examples:
   fakefacegen interpolate --seeds 1,2,3 --frames 16 --out walk/     # bundled model: walk/walk.gif + walk/grid.png
   fakefacegen interpolate runs/00001-celeba64 --seeds 4,8,15,16 --loop --format webp --out walk/
-  fakefacegen interpolate model.safetensors --seeds 0,1 --frames 32 --truncation 0.7 --scale 4 --fps 24"""
+  fakefacegen interpolate model.safetensors --seeds 0,1 --frames 32 --truncation 0.7 --scale 4 --fps 24
+  fakefacegen interpolate --seeds projected/me-latent.npy,5,8 --out walk/   # from a projected photo"""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--seeds",
         required=True,
         help=f"comma-separated seeds to walk through, e.g. 1,2,3: 2 to {bounds.WALK_SEEDS_MAX} seeds, each "
-        f"{bounds.SEED.short()} (seed S is the face `generate --seed S` draws first)",
+        f"{bounds.SEED.short()} (seed S is the face `generate --seed S` draws first); an item ending in .npy is "
+        "a saved latent, e.g. `fakefacegen project`'s me-latent.npy, to walk from your own face",
     )
     s.add_argument(
         "--frames",
@@ -91,11 +94,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def walk_seeds(text: str) -> list[int]:
-    """--seeds as integers: 2 to bounds.WALK_SEEDS_MAX of them, each in bounds.SEED; else a one-line error."""
+def walk_seeds(text: str) -> list[int | Path]:
+    """--seeds as integers or latent files: 2 to bounds.WALK_SEEDS_MAX of them, each seed in bounds.SEED,
+    each file readable and at most bounds.LATENT_FILE_MB; else a one-line error."""
+    from ..latents import check_latent_file
+
     if text.count(",") >= bounds.WALK_SEEDS_MAX:  # before parsing a list that could be any length
         raise UsageError(f"--seeds takes at most {bounds.WALK_SEEDS_MAX} seeds (got {text.count(',') + 1})")
     seeds = parse_seeds(text)
     for s in seeds:
-        bounds.SEED.check("each of --seeds", s, UsageError)
+        if isinstance(s, Path):
+            check_latent_file(s, "--seeds")
+        else:
+            bounds.SEED.check("each of --seeds", s, UsageError)
     return seeds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import atomic_save
 from .runs import Run, flatten
 from .stats import metric_curve
 
@@ -29,7 +30,7 @@ def plot_losses(runs: list[Run], colors: dict[str, str], path: Path) -> Path | N
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return path
 
@@ -68,7 +69,7 @@ def plot_metrics(runs: list[Run], metrics: list[str], colors: dict[str, str], pa
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return path
 
@@ -90,5 +91,5 @@ def side_by_side(items: list[tuple[str, Path]], path: Path) -> Path | None:
         draw.text((x, gap // 2), label[: max(4, im.width // 6)], fill="black")
         canvas.paste(im, (x, gap + cap))
         x += im.width + gap
-    canvas.save(path, format="PNG")
+    atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG"))
     return path

@@ -102,10 +102,8 @@ def decode_photo(data: bytes, size: int, face_check: bool) -> np.ndarray:
     a file (:func:`fakefacegen.project.load_photo`), or a one-line 400/413."""
     from PIL import Image
 
-    from ..prepare import default_min_side
-    from ..prepare.decode import ACCEPTED_FORMATS, decode_image
-    from ..prepare.errors import Skip
-    from ..project import ProjectError, check_face
+    from ..prepare.decode import ACCEPTED_FORMATS
+    from ..project import ProjectError, check_face, decode_photo
 
     if not data:
         raise BadRequest("photo: the upload is empty; send a JPEG, PNG or WebP photo as the request body")
@@ -119,19 +117,10 @@ def decode_photo(data: bytes, size: int, face_check: bool) -> np.ndarray:
             w, h = 0, 0
     if w * h > MAX_PHOTO_PIXELS:
         raise TooLarge(f"photo: {w}x{h} = {w * h:,} pixels; the limit is {MAX_PHOTO_PIXELS:,}")
-    cfg = {
-        "size": size,
-        "min_side": default_min_side(size),
-        "max_pixels": MAX_PHOTO_PIXELS,
-        "draft": True,
-        "resample": Image.Resampling.LANCZOS,
-    }
     try:
-        arr, from_mode, _, _ = decode_image(data, cfg)
-    except Skip as e:
-        raise BadRequest(f"photo: {e}") from None
-    if from_mode in ("L", "LA", "I", "I;16", "1", "F") or bool((arr == arr[..., :1]).all()):
-        raise BadRequest("photo: grayscale; the model makes colour faces, give a colour photo")
+        arr = decode_photo(data, size, "photo", MAX_PHOTO_PIXELS)
+    except ProjectError as e:
+        raise BadRequest(str(e)) from None
     if face_check:
         try:
             check_face(arr, "upload")
