@@ -1,23 +1,31 @@
 """Training throughput: the project's Trainer step vs a plain fp32 PyTorch DCGAN loop, same process.
 
-    python benchmarks/bench_train.py                       # 64 px, batch 128, ~4 min on a loaded 2-core box
-    python benchmarks/bench_train.py --res 64,128 --steps 2 --repeats 5
-    python benchmarks/bench_train.py --options all         # + channels_last off, bf16, compile, 1 thread, fused Adam
+    python benchmarks/bench_train.py                        # 64 px, batch 128, 5 repeats of >= 15 s per case
+    python benchmarks/bench_train.py --res 64 --batch 32 --repeats 7 --min-repeat-s 8 --options cl_off
+    python benchmarks/bench_train.py --preset celeba64-style --batch 32 --options cl_off
+    python benchmarks/bench_train.py --options all          # + channels_last off, bf16, compile, 1 thread, fused Adam
 
 Baseline: the reference DCGAN (kernel 5, stride 2, padding 2) written here the way pytorch/examples'
 dcgan/main.py trains it: NCHW fp32, nn.Sigmoid at D's end + nn.BCELoss, D(real) and D(fake) each
 with their own backward, D(fake) computed again for the G step (with D's weight gradients), Adam
-2e-4 (0.5, 0.999), a reused real batch (no data loading at all: flattering to the baseline).
+2e-4 (0.5, 0.999), a reused real batch (no data loading at all: flattering to the baseline). With
+``--preset`` (a model the examples loop does not train, e.g. the style family) the baseline is the
+project's own step with every fast-path piece off (NCHW, fp32, no GEMM route, no CUDA graphs).
 
-Project: the real ``fakefacegen.train.Trainer`` (preset celeba64/celeba128, model.arch=reference)
-on /work/data/celeba64 when present (else a synthetic prepared dataset), timing ``Trainer._loop``
-over ``--steps`` steps with ``stop_after``; sample grids and checkpoints are switched off (they are
-not part of a step). Both sides run interleaved, repeat by repeat, and the ratio of the medians is
-reported, so a concurrent load affects both alike.
+Project: the real ``fakefacegen.train.Trainer`` (preset celeba64/celeba128, model.arch=reference, or
+``--preset``) on the prepared CelebA when present (else a synthetic prepared dataset), timing
+``Trainer._loop`` with ``stop_after``; sample grids and checkpoints are switched off (they are not part
+of a step).
+
+Stable on a shared machine: the cases run interleaved, repeat by repeat (A B C, C B A, ...), each
+repeat long enough (``--min-repeat-s``: steps are added until the slowest case's repeat takes that long),
+and the ratio of the medians is reported with each repeat's own ratio (its pair of cases, adjacent in
+time) and the spread of every case, so a load that comes and goes affects both sides alike and shows.
+The load average is printed before and after, with a warning when other jobs share the cores.
 
 GFLOP/s counts the convolution/matmul FLOPs of one step (torch.utils.flop_counter at batch 8,
-scaled linearly to the batch) and is set against this CPU's fp32 and bf16 matmul rates measured in
-this process.
+scaled linearly to the batch) and is set against this CPU's fp32 matmul rate (and its bf16 rate where
+bf16 is native), re-measured between the cases of every repeat.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from common import (
     dataset_for,
     header,
     interleaved,
+    load_report,
     matmul_peaks,
     median,
     quiet_trainer,
@@ -47,7 +56,7 @@ from torch import nn  # noqa: E402
 import fakefacegen.train as train_mod  # noqa: E402
 from fakefacegen.config import make_config  # noqa: E402
 from fakefacegen.data import FaceDataset, to_model_input  # noqa: E402
-from fakefacegen.runtime import available_cores, cpu_has_native_bf16  # noqa: E402
+from fakefacegen.runtime import available_cores, cpu_has_native_bf16, cpu_name  # noqa: E402
 
 BASE = "baseline (examples fp32)"
 PROBE = "(matmul rate probe)"
@@ -204,11 +213,16 @@ def make_trainer(
     overrides: list[str],
     adam: str | None = None,
     device: str = "cpu",
+    preset: str = "",
 ) -> train_mod.Trainer:
-    preset = "celeba64" if res == 64 else "celeba128" if res == 128 else None
+    """A quiet Trainer for timing: ``preset`` at ``res`` (default: celeba64/celeba128 with the reference DCGAN,
+    the examples loop's model), steps never logged, sampled or checkpointed."""
+    model = [f"model.resolution={res}"]
+    if not preset:
+        preset = "celeba64" if res == 64 else "celeba128" if res == 128 else ""
+        model.append("model.arch=reference")
     ov = [
-        f"model.resolution={res}",
-        "model.arch=reference",
+        *model,
         f"train.batch_size={batch}",
         "train.steps=1000000000",
         "train.log_every=1000000000",
@@ -217,7 +231,7 @@ def make_trainer(
         "eval.every=0",
         *overrides,
     ]
-    cfg = make_config(preset, ov, data=str(data))
+    cfg = make_config(preset or None, ov, data=str(data))
     return quiet_trainer(cfg, outdir, name, device=device, context=adam_kw(adam))
 
 
@@ -249,24 +263,38 @@ def adam_micro(models: list[nn.Module], repeats: int = 15) -> dict[str, float]:
     return {k: median(v) for k, v in times.items()}
 
 
+PLAIN = ["train.channels_last=off", "train.precision=fp32", "train.gemm_convs=off", "train.cuda_graphs=off"]
+"""The project's step with every fast-path piece off: the baseline of a preset the examples loop does not train."""
+
+
 def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float], tmp: Path) -> None:
     data, what = dataset_for(res, tmp, n=max(2 * args.batch, 256))
-    print(f"\n--- {res}x{res}, batch {args.batch}, model.arch=reference; data: {what} ---")
+    model = args.preset or "reference DCGAN (celeba64/celeba128, model.arch=reference)"
+    print(f"\n--- {res}x{res}, batch {args.batch}, {model}; data: {what} ---")
     ds = FaceDataset(data)
     real = to_model_input(ds.__getitems__(list(range(args.batch))), device=torch.device("cpu"), channels_last=False)
     cores = available_cores()
 
     dev = torch.device(args.device)
-    base = Baseline(res, args.batch, real, device=dev)
-    project = make_trainer(res, args.batch, data, tmp, f"auto{res}", [], device=args.device)
+    project = make_trainer(res, args.batch, data, tmp, f"auto{res}", [], device=args.device, preset=args.preset)
     w0 = flat_params(project.g)  # every Trainer starts from the same seed, hence the same weights
-    n_base = sum(p.numel() for p in [*base.netG.parameters(), *base.netD.parameters()])
     n_proj = sum(p.numel() for p in [*project.g.parameters(), *project.d.parameters()])
-    assert n_base == n_proj, f"baseline has {n_base} parameters, the project's model {n_proj}: not the same model"
-    print(f"models: {n_proj:,} parameters in G+D (same in both); project path: {project.fast.describe()}")
+    base: Baseline | None = None
+    base_tr: train_mod.Trainer | None = None
+    if args.preset:  # the examples loop trains the reference DCGAN only: the baseline is the project's plain step
+        base_name = f"baseline (project, {', '.join(o.split('.')[1] for o in PLAIN)})"
+        base_tr = make_trainer(res, args.batch, data, tmp, f"plain{res}", PLAIN, device=args.device, preset=args.preset)
+        print(f"models: {n_proj:,} parameters in G+D; baseline path: {base_tr.fast.describe()}")
+    else:
+        base_name = BASE
+        base = Baseline(res, args.batch, real, device=dev)
+        n_base = sum(p.numel() for p in [*base.netG.parameters(), *base.netD.parameters()])
+        assert n_base == n_proj, f"baseline has {n_base} parameters, the project's model {n_proj}: not the same model"
+        print(f"models: {n_proj:,} parameters in G+D (same in both)")
+    print(f"project path: {project.fast.describe()}")
 
     # name -> (trainer, batch, name of the case its ratio is taken against)
-    trainers: dict[str, tuple[train_mod.Trainer, int, str]] = {"project (auto)": (project, args.batch, BASE)}
+    trainers: dict[str, tuple[train_mod.Trainer, int, str]] = {"project (auto)": (project, args.batch, base_name)}
     for opt in args.options:
         ov, adam, desc = OPTIONS[opt]
         if opt in SLOW and args.device == "cpu" and not cpu_has_native_bf16():
@@ -274,28 +302,39 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
             sb = args.slow_batch
             ref = f"auto @ batch {sb}"
             if ref not in trainers:
-                trainers[ref] = (make_trainer(res, sb, data, tmp, f"autosmall{res}", [], device=args.device), sb, BASE)
+                small_tr = make_trainer(
+                    res, sb, data, tmp, f"autosmall{res}", [], device=args.device, preset=args.preset
+                )
+                trainers[ref] = (small_tr, sb, base_name)
             name = f"{opt} @ batch {sb}"
-            trainers[name] = (make_trainer(res, sb, data, tmp, f"{opt}{res}", ov, adam, args.device), sb, ref)
+            trainers[name] = (
+                make_trainer(res, sb, data, tmp, f"{opt}{res}", ov, adam, args.device, args.preset),
+                sb,
+                ref,
+            )
         else:
             name = opt
             trainers[name] = (
-                make_trainer(res, args.batch, data, tmp, f"{opt}{res}", ov, adam, args.device),
+                make_trainer(res, args.batch, data, tmp, f"{opt}{res}", ov, adam, args.device, args.preset),
                 args.batch,
-                BASE,
+                base_name,
             )
         print(f"option {name}: {desc} -> {trainers[name][0].fast.describe()}")
 
     # FLOPs of one step at batch 8, per image (conv/matmul FLOPs are linear in the batch).
     small = 8
-    base8 = Baseline(res, small, real[:small].clone(), device=dev)
-    f_base = count_flops(base8.step) / small
-    tr8 = make_trainer(res, small, data, tmp, f"flops{res}", [], device=args.device)
+    tr8 = make_trainer(res, small, data, tmp, f"flops{res}", [], device=args.device, preset=args.preset)
     f_proj = count_flops(lambda: trainer_seconds_per_step(tr8, 1)) / small
     tr8.lock.release()
+    if base is not None:
+        base8 = Baseline(res, small, real[:small].clone(), device=dev)
+        f_base = count_flops(base8.step) / small
+    else:
+        f_base = f_proj
     print(
         f"conv/matmul FLOPs per step at batch {args.batch}: baseline {f_base * args.batch / 1e9:.1f} GFLOP, "
-        f"project {f_proj * args.batch / 1e9:.1f} GFLOP (the project skips D's weight gradients in the G step)"
+        f"project {f_proj * args.batch / 1e9:.1f} GFLOP"
+        + (" (the project skips D's weight gradients in the G step)" if base is not None else "")
     )
 
     if any(o.startswith("adam") for o in args.options):
@@ -306,19 +345,26 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
             + ", ".join(f"{k} {1e3 * v:.1f} ms ({ref / v:.2f}x)" for k, v in am.items())
         )
 
-    # Warm-up (first-call allocations, oneDNN primitive creation, torch.compile's compilation).
+    def base_case(steps: int) -> float:
+        torch.set_num_threads(cores)
+        if base is not None:
+            return base.run(steps)
+        assert base_tr is not None
+        return trainer_seconds_per_step(base_tr, steps)
+
+    # Warm-up (first-call allocations, oneDNN primitive creation, torch.compile's compilation), then one
+    # timed step of each to size the repeats: at least --min-repeat-s per case, so that a step that the
+    # scheduler happens to slow down weighs little in its repeat.
     torch.set_num_threads(cores)
-    base.run(args.warmup)
+    base_case(args.warmup)
     for name, (tr, _, _) in trainers.items():
         n = args.warmup if name != "compile" else max(args.warmup, 2)
         t0 = time.perf_counter()
         trainer_seconds_per_step(tr, n)
         if name == "compile":
             print(f"torch.compile: the first {n} steps, compilation included, took {time.perf_counter() - t0:.1f} s")
-
-    def base_case() -> float:
-        torch.set_num_threads(cores)
-        return base.run(args.steps)
+    one = max([base_case(1)] + [trainer_seconds_per_step(tr, 1) for tr, _, _ in trainers.values()])
+    steps = max(args.steps, math.ceil(args.min_repeat_s / one))
 
     probes: dict[str, list[float]] = {"fp32": [], "bf16": []}
 
@@ -330,66 +376,106 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
         probes["bf16"].append(p["bf16"])
         return 0.0
 
-    cases = {BASE: base_case}
+    cases = {base_name: lambda: base_case(steps)}
     for name, (tr, _, _) in trainers.items():
-        cases[name] = lambda tr=tr: trainer_seconds_per_step(tr, args.steps)
+        cases[name] = lambda tr=tr: trainer_seconds_per_step(tr, steps)
     cases[PROBE] = peak_probe
-    print(f"timing: {args.repeats} interleaved repeats of {args.steps} step(s) per case")
+    load0 = load_report("before timing", cores)
+    print(
+        f"timing: {args.repeats} interleaved repeats of {steps} step(s) per case "
+        f"(slowest warm step {one:.2f} s; --min-repeat-s {args.min_repeat_s:g})"
+    )
     times = interleaved(cases, args.repeats, unit="s/step")
+    load1 = load_report("after timing", cores)
     del times[PROBE]
     peaks = {
         **peaks,
         "fp32": median(probes["fp32"] + [peaks["fp32"]]),
         "bf16": median(probes["bf16"] + [peaks["bf16"]]),
     }
+    bf16_col = args.device != "cpu" or cpu_has_native_bf16()  # emulated bf16 is no target to measure against
 
     med = {name: median(ts) for name, ts in times.items()}
-    print(f"\nresult {res}x{res} (median s/step; ratio = reference time / time, per image):")
+    batch_of = {base_name: args.batch, **{n: b for n, (_, b, _) in trainers.items()}}
+    print(f"\nresult {res}x{res} (median s/step; ratio = reference time / time, per image; spread = (max-min)/median):")
     print(
-        f"  {'case':<26s} {'batch':>5s} {'s/step':>8s} {'img/s':>8s} {'ratio':>7s} {'vs':<18s} {'GFLOP/s':>8s} "
-        f"{'% fp32 peak':>11s} {'% bf16 peak':>11s}"
+        f"  {'case':<30s} {'batch':>5s} {'s/step':>8s} {'img/s':>8s} {'min-max img/s':>15s} {'spread':>7s} "
+        f"{'ratio':>7s} {'per-repeat ratios':>19s} {'vs':<12s} {'GFLOP/s':>8s} {'% fp32 peak':>11s}"
+        + (f" {'% bf16 peak':>11s}" if bf16_col else "")
     )
+    ratio_range: dict[str, tuple[float, float, float]] = {}
     for name, t in med.items():
-        batch, ref = (args.batch, None) if name == BASE else trainers[name][1:]
+        batch = batch_of[name]
+        ref = None if name == base_name else trainers[name][2]
         ips = batch / t
-        gf = (f_base if name == BASE else f_proj) * ips / 1e9
+        per = [batch / x for x in times[name]]
+        spread = 100 * (max(times[name]) - min(times[name])) / t
+        gf = (f_base if name == base_name else f_proj) * ips / 1e9
         if ref is None:
-            rtxt, vs = "1.00x", ""
+            rtxt, rr, vs = "1.00x", "", ""
         else:
-            ref_batch = args.batch if ref == BASE else trainers[ref][1]
-            rtxt, vs = f"{ips / (ref_batch / med[ref]):.2f}x", ("baseline" if ref == BASE else ref)
+            # each repeat's pair, adjacent in time: a load that comes and goes affects both alike
+            pairs = [(batch / x) / (batch_of[ref] / y) for x, y in zip(times[name], times[ref])]
+            ratio_range[name] = (ips / (batch_of[ref] / med[ref]), min(pairs), max(pairs))
+            rtxt, rr = f"{ratio_range[name][0]:.2f}x", f"{min(pairs):.2f}-{max(pairs):.2f}"
+            vs = "baseline" if ref == base_name else ref
         print(
-            f"  {name:<26s} {batch:5d} {t:8.2f} {ips:8.1f} {rtxt:>7s} {vs:<18s} {gf:8.1f} "
-            f"{100 * gf / peaks['fp32']:10.0f}% {100 * gf / peaks['bf16']:10.0f}%"
+            f"  {name:<30s} {batch:5d} {t:8.2f} {ips:8.1f} {min(per):7.1f}-{max(per):<7.1f} {spread:6.0f}% "
+            f"{rtxt:>7s} {rr:>19s} {vs:<12s} {gf:8.1f} {100 * gf / peaks['fp32']:10.0f}%"
+            + (f" {100 * gf / peaks['bf16']:10.0f}%" if bf16_col else "")
         )
     print(
-        f"  (matmul rates, median of the start and each repeat, {args.threads_note}: "
-        f"fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s)"
+        f"  (matmul rates, median of the start and each repeat, {args.threads_note}: fp32 {peaks['fp32']:.1f} GFLOP/s"
+        + (
+            f", bf16 {peaks['bf16']:.1f} GFLOP/s)"
+            if bf16_col
+            else f"; bf16 {peaks['bf16']:.1f} GFLOP/s is emulated on this CPU, not a rate to aim at)"
+        )
     )
+    r, lo, hi = ratio_range["project (auto)"]
     print(
-        f"HEADLINE {res}px batch {args.batch}: project step {args.batch / med['project (auto)']:.1f} img/s, "
-        f"baseline {args.batch / med[BASE]:.1f} img/s, ratio {med[BASE] / med['project (auto)']:.2f}x"
+        f"HEADLINE {res}px batch {args.batch} {args.preset or 'reference DCGAN'}: project step "
+        f"{args.batch / med['project (auto)']:.1f} img/s, {base_name} {args.batch / med[base_name]:.1f} img/s, "
+        f"ratio {r:.2f}x (per-repeat {lo:.2f}-{hi:.2f}; {args.repeats} interleaved repeats of {steps} steps; "
+        f"load {load0:.1f}->{load1:.1f} on {cores} cores; {cpu_name()}; path: {project.fast.precision}, "
+        f"channels_last {'on' if project.fast.channels_last else 'off'}"
+        f"{', GEMM route' if project.fast.gemm_max_pixels else ''})"
     )
 
     # Same maths? Trainers of the same batch ran the same steps from the same seed and batches.
     for name, (tr, batch, ref) in trainers.items():
-        other = project if ref == BASE else trainers[ref][0]
-        if tr is not other and tr.step == other.step and batch == trainers["project (auto)" if ref == BASE else ref][1]:
+        other = project if ref == base_name else trainers[ref][0]
+        ref_batch = batch_of["project (auto)" if ref == base_name else ref]
+        if tr is not other and tr.step == other.step and batch == ref_batch:
             print(
-                f"  G after {tr.step} steps, {name} vs {'auto' if ref == BASE else ref}: "
+                f"  G after {tr.step} steps, {name} vs {'auto' if ref == base_name else ref}: "
                 f"||w - w_auto|| / ||w_auto - w_init|| = {update_rel_diff(tr.g, other.g, w0):.2e}"
             )
     for tr, _, _ in trainers.values():
         tr.lock.release()
+    if base_tr is not None:
+        base_tr.lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", default="64", help="comma list of resolutions, e.g. 64,128 (default 64)")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=1, help="timed steps per repeat (default 1)")
+    ap.add_argument(
+        "--preset",
+        default="",
+        help="time this preset's model and recipe (e.g. celeba64-best, celeba64-style) against the project's own step "
+        "with every fast-path piece off (default: the reference DCGAN against the pytorch/examples loop)",
+    )
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per repeat, at least (default 1)")
+    ap.add_argument(
+        "--min-repeat-s",
+        type=float,
+        default=15.0,
+        help="more steps per repeat until each case's repeat takes about this long (default 15 s)",
+    )
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per case first (default 1)")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians reported (default 3)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians reported (default 5)")
     ap.add_argument(
         "--options",
         default="",

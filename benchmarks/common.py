@@ -25,7 +25,10 @@ import torch  # noqa: E402
 from fakefacegen.runtime import available_cores, choose_fast_path, cpu_capability, cpu_has_native_bf16, cpu_name  # noqa: E402
 from synthetic_faces import make_dataset_dir  # noqa: E402
 
-CELEBA64 = Path("/work/data/celeba64")
+CELEBA64_DIRS = (Path("/work/data/celeba64"), Path("/work/runs/data/celeba64"))
+"""Where the prepared 64 px CelebA lives on the development machines (the first that exists is used)."""
+LOAD_WARNING = 0.75
+"""Warn when the 1-minute load average is above this share of the usable cores."""
 
 
 def median(xs: list[float]) -> float:
@@ -49,7 +52,25 @@ def header(title: str) -> None:
         print(f"load average: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} (above the core count = other jobs share the CPU)")
     except OSError:
         pass
+    load_report("at start", available_cores(), quiet=True)
     sys.stdout.flush()
+
+
+def load_report(when: str, cores: int, *, quiet: bool = False) -> float:
+    """The 1-minute load average (NaN where there is none), with a WARNING line when it says that other jobs
+    share the cores: then absolute times are slowed by them, and only ratios of interleaved repeats mean much."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+    if load > LOAD_WARNING * cores:
+        print(
+            f"WARNING: load average {load:.2f} {when} on {cores} usable cores: other jobs share the CPU; absolute "
+            "img/s are slowed by them and vary; read the ratios of interleaved repeats and their spread"
+        )
+    elif not quiet:
+        print(f"load average {load:.2f} {when} on {cores} usable cores")
+    return load
 
 
 def interleaved(
@@ -111,9 +132,10 @@ def matmul_peaks(repeats: int = 3, n: int = 1024, device: str = "cpu") -> dict[s
 
 
 def dataset_for(resolution: int, tmp: Path, n: int = 512) -> tuple[Path, str]:
-    """/work/data/celeba64 at 64 px when present, else a synthetic dataset of ``n`` images in ``tmp``."""
-    if resolution == 64 and (CELEBA64 / "images.npy").is_file():
-        return CELEBA64, f"{CELEBA64} (prepared CelebA)"
+    """The prepared CelebA (CELEBA64_DIRS) at 64 px when present, else ``n`` synthetic images in ``tmp``."""
+    for d in CELEBA64_DIRS:
+        if resolution == 64 and (d / "images.npy").is_file():
+            return d, f"{d} (prepared CelebA)"
     return make_dataset_dir(tmp / f"synthetic{resolution}", n, resolution), f"synthetic {n} images"
 
 
