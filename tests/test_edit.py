@@ -272,3 +272,25 @@ def test_the_bundled_directions_fit_the_bundled_model(G):
         # attributes the model rarely draws (Eyeglasses 2.9%, Bald 0.2%): +2 carries fewer faces across
         assert m["cross_up"] > (0.05 if m["share_before"] < 0.05 else 0.6), (a, m)
     assert G.edit(seed=0, index=0, attrs={"Smiling": 2.0}).shape == (64, 64, 3)
+
+
+@pytest.mark.slow
+def test_cli_directions_trains_a_classifier_on_labelled_faces(tmp_path, capsys):
+    from conftest import make_dataset_dir
+    from fakefacegen.attributes import load_classifier
+    from fakefacegen.generate import bundled_model_path
+
+    ds = make_dataset_dir(tmp_path / "ds", n=90, size=32)
+    (ds / "names.txt").write_text("".join(f"img/{i + 1:06d}.jpg\n" for i in range(90)))
+    rows = [f"{i + 1:06d}.jpg " + " ".join("1" if (i + j) % 3 == 0 else "-1" for j in range(2)) for i in range(90)]
+    (tmp_path / "labels.txt").write_text("202599\nSmiling Young\n" + "\n".join(rows) + "\n")
+    clf_file = tmp_path / "clf.safetensors"
+    argv = ["directions", str(bundled_model_path()), "--data", str(ds), "--labels", str(tmp_path / "labels.txt")]
+    argv += ["--save-classifier", str(clf_file), "--epochs", "1", "--n", "100", "--measure", "0"]
+    assert main([*argv, "--out", str(tmp_path / "d.json")]) == 2
+    # one epoch on 90 smooth random images learns nothing: nothing is offered, the classifier is kept
+    assert "error: no attribute passed the checks" in capsys.readouterr().err
+    clf = load_classifier(clf_file)
+    assert clf.attributes == ["Smiling", "Young"] and clf.report["_"]["epochs"] == 1
+    assert clf.report["_"]["train_faces"] + clf.report["_"]["held_out_faces"] == 90
+    assert not (tmp_path / "d.json").exists()
