@@ -376,14 +376,3 @@ def test_security_md_documents_every_range():
                 assert documented([name, _flag(action)], action.type.range), (name, _flag(action))
     for field, rng in bounds.CONFIG.items():
         assert documented([field], rng), field
-
-
-def test_walk_limits_are_the_demos():
-    """bounds spells out the demo's request limits (demo/params.py needs Starlette); they must agree."""
-    pytest.importorskip("starlette")
-    from fakefacegen.demo import params
-
-    assert bounds.SEED_MAX == params.SEED_MAX
-    assert bounds.WALK_FRAMES_MAX == params.MAX_FRAMES and bounds.SCALE_MAX == params.MAX_SCALE
-    assert (bounds.TRUNCATION_LO, bounds.TRUNCATION_HI) == params.TRUNCATION_RANGE
-    assert (bounds.FPS_LO, bounds.FPS_HI) == getattr(params, "FPS_RANGE", (1.0, 60.0))

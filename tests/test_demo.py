@@ -490,7 +490,7 @@ def test_demo_command_serves_until_interrupted(model_file):
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen(
-        [sys.executable, "-m", "fakefacegen", "demo", str(model_file), "--port", "0"],
+        [sys.executable, "-m", "fakefacegen", "demo", str(model_file), "--port", "0", "--allow-host", "mybox.lan"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -511,6 +511,8 @@ def test_demo_command_serves_until_interrupted(model_file):
         status, _, body = get(url + "/api/model")
         assert status == 200 and json.loads(body)["name"] == "tiny32"
         assert get(url + "/api/grid.png?seed=1&n=4")[0] == 200
+        assert get(url + "/api/model", headers={"Host": "mybox.lan:1234"})[0] == 200  # --allow-host
+        assert get(url + "/api/model", headers={"Host": "rebound.example"})[0] == 421
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=20) in (0, 130)
     finally:

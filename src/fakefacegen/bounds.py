@@ -6,11 +6,10 @@ flags by argparse (:func:`flag`, so a bad value is a one-line ``error: --n must 
 ``ConfigError`` naming the field). SECURITY.md has the table; ``tests/test_bad_args.py`` checks that it
 matches these values.
 
-The walk limits are the demo's own request limits (``demo/params.py``: MAX_FRAMES, MAX_SCALE,
-TRUNCATION_RANGE, SEED_MAX and the fps of ``/api/walk.gif``), so the command line allows no walk the
-demo would refuse for cost; a test checks that the numbers agree. They are spelled out here rather
-than imported because ``demo/params.py`` needs the web stack (Starlette), which the command line must
-not import.
+The walk limits are also the demo's request limits: ``demo/params.py`` (MAX_FRAMES, MAX_SCALE,
+TRUNCATION_RANGE, SEED_MAX, FPS_RANGE) takes them from here, so the command line allows no walk the
+demo would refuse for cost. They live here, not in the demo, because the command line must not import
+the web stack (Starlette) that ``demo/params.py`` needs.
 """
 
 from __future__ import annotations
@@ -129,12 +128,12 @@ def helped(text: str, rng: Range, default: Any) -> str:
     return f"{text}, {rng.short()}" + ("" if default is None else f" (default {default})")
 
 
-# ---- The demo's request limits (demo/params.py; see the module docstring) ----------------------------
-SEED_MAX = 2**32 - 1  # demo.params.SEED_MAX
-WALK_FRAMES_MAX = 64  # demo.params.MAX_FRAMES
-SCALE_MAX = 8  # demo.params.MAX_SCALE
-TRUNCATION_LO, TRUNCATION_HI = 0.3, 1.0  # demo.params.TRUNCATION_RANGE
-FPS_LO, FPS_HI = 1.0, 60.0  # the fps of the demo's /api/walk.gif
+# ---- The demo's request limits, also interpolate's (demo/params.py takes them from here) -------------
+SEED_MAX = 2**32 - 1
+WALK_FRAMES_MAX = 64
+SCALE_MAX = 8
+TRUNCATION_LO, TRUNCATION_HI = 0.3, 1.0
+FPS_LO, FPS_HI = 1.0, 60.0  # also the fps of the demo's /api/walk.gif
 
 # ---- Command-line flags -------------------------------------------------------------------------------
 SEED = Range(0, SEED_MAX)

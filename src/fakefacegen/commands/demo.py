@@ -14,7 +14,8 @@ from .flags import add_device, add_model, add_which, device_of, subcommand
 EXAMPLES = """examples:
   fakefacegen demo                                  # bundled model, serves http://127.0.0.1:7860
   fakefacegen demo runs/00003-celeba64              # any run directory or checkpoint, 64 or 128 px
-  fakefacegen demo model.safetensors --host 0.0.0.0 --port 8080   # reachable from other machines"""
+  fakefacegen demo model.safetensors --host 0.0.0.0 --port 8080   # reachable from other machines
+  fakefacegen demo --host 0.0.0.0 --allow-host studio.local       # ... and opened as http://studio.local:8000"""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -51,6 +52,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=64,
         help=helped("memory for rendered images, in MB", bounds.CACHE_MB, 64),
     )
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page may be opened by, besides localhost and the --host address (repeatable; "
+        "e.g. the machine's LAN name with --host 0.0.0.0). Other Host headers get 421, against DNS rebinding",
+    )
     s.add_argument("--log", action="store_true", help="log every request")
     s.set_defaults(func=run)
     return s
@@ -76,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     G = load_generator(args.model, device=device, which=args.which)
-    app = create_app(G, cache_bytes=args.cache_mb << 20)
+    app = create_app(G, cache_bytes=args.cache_mb << 20, allowed_hosts=args.allow_host)
     sock = bind(args.host, args.port)  # before printing: a busy port is an error, not a dead link
     info = app.state.info
     print(f"loaded {info['name']} ({G.resolution}px) in {time.perf_counter() - t0:.1f}s", flush=True)

@@ -28,16 +28,19 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-SEED_MAX = 2**32 - 1
+from .. import bounds
+
+# The limits the command line shares (interpolate's flags): one source, fakefacegen.bounds.
+SEED_MAX = bounds.SEED_MAX
 INDEX_MAX = 2**31 - 1
 MAX_GRID = 64
-TRUNCATION_RANGE = (0.3, 1.0)
-MAX_FRAMES = 64
-MAX_SCALE = 8
+TRUNCATION_RANGE = (bounds.TRUNCATION_LO, bounds.TRUNCATION_HI)
+MAX_FRAMES = bounds.WALK_FRAMES_MAX
+MAX_SCALE = bounds.SCALE_MAX
 MAX_SIDE = 4096  # longest side of any image the server renders (bounds the memory of one render)
 MAX_PIXELS = MAX_SIDE * MAX_SIDE  # pixels of one response, all frames of an animation counted (~50 MB as RGB)
 MAX_PAD = 16
-FPS_RANGE = (1.0, 60.0)
+FPS_RANGE = (bounds.FPS_LO, bounds.FPS_HI)
 MAX_UPLOAD_BYTES = 16 << 20  # a photo upload's body
 MAX_PHOTO_PIXELS = 25_000_000  # a photo's width x height, read from its header before it is decoded
 PROJECT_STEPS_RANGE = (0, 100)
