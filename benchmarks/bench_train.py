@@ -282,9 +282,10 @@ def bench_resolution(res: int, args: argparse.Namespace, peaks: dict[str, float]
     base: Baseline | None = None
     base_tr: train_mod.Trainer | None = None
     if args.preset:  # the examples loop trains the reference DCGAN only: the baseline is the project's plain step
-        base_name = f"baseline (project, {', '.join(o.split('.')[1] for o in PLAIN)})"
+        base_name = "baseline (project plain)"
         base_tr = make_trainer(res, args.batch, data, tmp, f"plain{res}", PLAIN, device=args.device, preset=args.preset)
-        print(f"models: {n_proj:,} parameters in G+D; baseline path: {base_tr.fast.describe()}")
+        print(f"models: {n_proj:,} parameters in G+D; baseline: the project's step with {' '.join(PLAIN)}")
+        print(f"baseline path: {base_tr.fast.describe()}")
     else:
         base_name = BASE
         base = Baseline(res, args.batch, real, device=dev)
