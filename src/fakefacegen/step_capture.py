@@ -287,6 +287,6 @@ class CapturedStep:
 
     def _capture(self, kind: _Kind) -> None:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, stream=self.stream):  # the capture stream of the warm-up; global error mode
             stats = self._body(kind)
         kind.graph, kind.stats = graph, stats
