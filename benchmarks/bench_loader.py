@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from bench_train import make_trainer, trainer_run
 from common import dataset_for, header, interleaved, median
 
+import fakefacegen.gan_step as gan_step_mod  # noqa: E402
 import fakefacegen.train as train_mod  # noqa: E402
 from fakefacegen.data import FaceDataset, StepBatchSampler, make_loader, step_generator, to_model_input  # noqa: E402
 from fakefacegen.runtime import choose_fast_path  # noqa: E402
@@ -79,14 +80,14 @@ def cached_data(tr: train_mod.Trainer):
     """Replace the Trainer's data path by one precomputed batch (what a synthetic-tensor loop does)."""
     b = tr.dataset.__getitems__(list(range(tr.local_batch)))
     x = to_model_input(b, device=tr.device, channels_last=tr.fast.channels_last)
-    orig_get, orig_tmi = tr.dataset.__getitems__, train_mod.to_model_input
+    orig_get, orig_tmi = tr.dataset.__getitems__, gan_step_mod.to_model_input
     tr.dataset.__getitems__ = lambda idx: b
-    train_mod.to_model_input = lambda *a, **k: x
+    gan_step_mod.to_model_input = lambda *a, **k: x  # the GAN step converts the batch (gan_step.py)
     try:
         yield
     finally:
         tr.dataset.__getitems__ = orig_get
-        train_mod.to_model_input = orig_tmi
+        gan_step_mod.to_model_input = orig_tmi
 
 
 def main(argv: list[str] | None = None) -> int:
