@@ -114,5 +114,3 @@ def _from_latents(a: argparse.Namespace, device: str, t0: float) -> int:
             written.append(p)
     print(f"wrote {len(written)} face(s) from {len(faces)} latent file(s) to {out}/ in {time.perf_counter() - t0:.1f}s")
     return 0
-
-
