@@ -140,10 +140,10 @@ HAND: list[tuple[str, list[str], str]] = [
     ("project", ["--candidates", "0"], "--candidates must be an integer in 1..1024 (got 0)"),
     # interpolate
     ("interpolate", ["--seeds", "1"], "--seeds needs at least two seeds"),
-    ("interpolate", ["--seeds", "1,a"], "--seeds must be comma-separated integers"),
+    ("interpolate", ["--seeds", "1,a"], "--seeds must be comma-separated seeds or latent files"),
     ("interpolate", ["--seeds", "1,-2"], "each of --seeds must be an integer in 0..4294967295 (got -2)"),
     ("interpolate", ["--seeds", f"1,{2**32}"], "each of --seeds must be an integer in 0..4294967295 (got 4294967296)"),
-    ("interpolate", ["--seeds", f"1,{BIG}"], "--seeds must be comma-separated integers"),
+    ("interpolate", ["--seeds", f"1,{BIG}"], "--seeds must be comma-separated seeds or latent files"),
     ("interpolate", ["--seeds", ",".join(map(str, range(65)))], "--seeds takes at most 64 seeds (got 65)"),
     ("interpolate", ["--seeds", "1,2", "--frames", "64", "--scale", "8", "--loop"], "frames x scale^2 must be at"),
     (

@@ -68,6 +68,11 @@ def slerp(
     return out.to(dtype)
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted for an error line, cut to ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def parse_seeds(text: str) -> list[int | Path]:
     """'1,2,3' -> [1, 2, 3]; an item ending in .npy is a saved latent (``fakefacegen project``'s
     NAME-latent.npy): 'me-latent.npy,5' -> [Path('me-latent.npy'), 5]. A one-line ValueError naming
@@ -82,10 +87,11 @@ def parse_seeds(text: str) -> list[int | Path]:
             out.append(int(p))
         except ValueError:
             raise ValueError(
-                f"--seeds must be comma-separated seeds or latent files, such as 1,2,3 or me-latent.npy,5, got {text!r}"
+                "--seeds must be comma-separated seeds or latent files, such as 1,2,3 or me-latent.npy,5, "
+                f"got {_shown(text)}"
             ) from None
     if len(out) < 2:
-        raise ValueError(f"--seeds needs at least two seeds to walk between, got {text!r}")
+        raise ValueError(f"--seeds needs at least two seeds to walk between, got {_shown(text)}")
     return out
 
 
