@@ -437,7 +437,15 @@ def test_lru_cache_is_bounded_by_bytes_and_items():
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(
-        model=None, host="127.0.0.1", port=0, which="latest", device="cpu", cache_mb=64, log=False, threads=None
+        model=None,
+        host="127.0.0.1",
+        port=0,
+        which="latest",
+        device="cpu",
+        cache_mb=64,
+        log=False,
+        threads=None,
+        allow_host=[],
     )
     return argparse.Namespace(**{**base, **kw})
 
