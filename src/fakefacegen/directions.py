@@ -49,7 +49,7 @@ MIN_SIDE = 20  # a logistic fit needs this many generated faces on each side of 
 FIT_SEED = 1_000_003  # the seed of the generated faces the boundaries are fitted on
 MEASURE_SEED = 1_000_033  # the seed of the held-out generated faces the edits are measured on
 MAX_GRAM_CONDITION = 20.0  # edited + kept directions nearly parallel beyond this (two at |cosine| > 0.9): refused,
-# as the step would be over 2.3 times as long as the edit alone and leave the region of latents G was trained on
+# as the step would be over 2.2 times as long as the edit alone and leave the region of latents G was trained on
 REQUIRED = (
     "Smiling",
     "Young",
