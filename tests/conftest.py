@@ -84,3 +84,23 @@ def G(tiny_path: Path):
     from fakefacegen.generate import load_generator
 
     return load_generator(tiny_path)
+
+
+def make_tiny_style_generator(path: Path, seed: int = 9) -> Path:
+    """An untrained 32px style-family generator file (width 4, z_dim 16), its w_avg left at zero."""
+    from fakefacegen.checkpoint import save_generator
+    from fakefacegen.config import ModelConfig
+    from fakefacegen.stylegan import StyleGenerator
+
+    torch.manual_seed(seed)
+    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style")
+    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def style_G(tmp_path_factory):
+    """A tiny style-family generator, loaded (modules may define their own ``style_G``)."""
+    from fakefacegen.generate import load_generator
+
+    return load_generator(make_tiny_style_generator(tmp_path_factory.mktemp("styleG") / "g.safetensors"))

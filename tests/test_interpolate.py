@@ -285,22 +285,6 @@ def test_registered_in_fakefacegen_cli(tiny_path, tmp_path, capsys):
 # ------------------------------------------------------------------- walks from saved latents
 
 
-@pytest.fixture(scope="module")
-def style_G(tmp_path_factory):
-    import dataclasses
-
-    from fakefacegen.checkpoint import save_generator
-    from fakefacegen.config import ModelConfig
-    from fakefacegen.generate import load_generator
-    from fakefacegen.stylegan import StyleGenerator
-
-    torch.manual_seed(3)
-    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style")
-    path = tmp_path_factory.mktemp("styleG") / "g.safetensors"
-    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), path)
-    return load_generator(path)
-
-
 def test_parse_seeds_takes_latent_files():
     assert parse_seeds("me-latent.npy, 5,7") == [Path("me-latent.npy"), 5, 7]
     with pytest.raises(ValueError, match="seeds or latent files"):

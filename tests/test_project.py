@@ -4,7 +4,6 @@ face's) in z for the DCGAN and in W+ for the style family; seeded; bad photos ge
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -29,20 +28,6 @@ def inception_cached() -> bool:
     except InceptionWeightsError:
         return False
     return True
-
-
-@pytest.fixture(scope="module")
-def style_G(tmp_path_factory):
-    from fakefacegen.checkpoint import save_generator
-    from fakefacegen.config import ModelConfig
-    from fakefacegen.generate import load_generator
-    from fakefacegen.stylegan import StyleGenerator
-
-    torch.manual_seed(9)
-    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style")
-    path = tmp_path_factory.mktemp("styleG") / "g.safetensors"
-    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), path)
-    return load_generator(path)
 
 
 @pytest.mark.slow

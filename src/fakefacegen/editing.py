@@ -121,6 +121,7 @@ def edit_faces(
     """What ``fakefacegen edit`` writes into ``out``: NAME.png (the face), NAME-edit.png (edited),
     NAME-strip-ATTR.png per edited attribute (-k..+k, the other edits applied), NAME-edit.json."""
     from .images import make_grid, save_png, upscale
+    from .latents import read_latent_file
 
     if not attrs:
         raise ValueError("give at least one --attr NAME=AMOUNT")
@@ -131,10 +132,7 @@ def edit_faces(
     dirs.vector(attrs, keep)  # unknown names and impossible keeps fail before anything is written
     if latent_file is not None:
         p = Path(latent_file)
-        try:
-            saved = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--latent {p}: not a readable .npy latent ({str(e).splitlines()[0][:120]})") from None
+        saved = read_latent_file(p)
         base = latent_for(G, latent=saved, source=f"--latent {p}")
         if len(base) != 1:
             raise ValueError(f"--latent {p}: holds {len(base)} latents; give a file with one")
