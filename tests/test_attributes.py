@@ -118,6 +118,8 @@ def test_sources_changed_since_prepare_is_a_one_line_error(tmp_path):
     _photos(tmp_path / "a", ["000001.png", "000002.png"])
     ds = _prepare(tmp_path / "a", tmp_path / "ds")
     _photos(tmp_path / "a", ["000000.png"], seed=3)
+    assert dataset_names(ds) == ["000001.png", "000002.png"]  # names.txt, written by prepare, is the record
+    (ds / "names.txt").unlink()  # a dataset prepared before names.txt: rebuilt from the sources, which changed
     with pytest.raises(
         AttributeDataError, match=r"sources now list 3 files \(3 usable\) where prepare saw 2 \(2 faces\)"
     ):

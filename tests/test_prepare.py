@@ -174,7 +174,7 @@ def test_shape_dtype_manifest_and_hash(tmp_path):
     assert m["elapsed_s"] > 0 and m["images_per_s"] > 0
     assert load_manifest(out, verify=True)["content_hash"] == m["content_hash"]
     assert np.array_equal(load_images(out), arr)
-    assert sorted(p.name for p in out.iterdir()) == ["images.npy", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["images.npy", "manifest.json", "names.txt"]
     assert no_temp_dirs(tmp_path)
 
 
@@ -299,6 +299,7 @@ def test_zip_unsafe_names_are_skipped_never_extracted(tmp_path):
         "w/out",
         "w/out/images.npy",
         "w/out/manifest.json",
+        "w/out/names.txt",
     }
     assert not Path("/abs_evil.jpg").exists()
 
@@ -520,6 +521,35 @@ def test_multiple_sources_are_concatenated(tmp_path):
     assert sorted(s["path"] for s in m["skipped"]) == ["0:bad.jpg", "1:bad.jpg"]
     assert [(s["files_seen"], s["count"]) for s in m["sources"]] == [(3, 2), (2, 1)]
     assert m["count"] + len(m["skipped"]) == m["files_seen"] == 5
+
+
+def test_names_file_lists_each_rows_source_file(tmp_path):
+    """names.txt: row i's file name, skipped files left out, sources in order; the same list the
+    attribute code rebuilds from the manifest without it."""
+    from fakefacegen.attributes import dataset_names
+
+    save(tmp_path / "A" / "x.png", solid((200, 0, 0), (64, 64)))
+    save(tmp_path / "A" / "sub" / "y.png", solid((0, 200, 0), (64, 64)))
+    (tmp_path / "A" / "bad.jpg").write_bytes(b"")
+    save(tmp_path / "B" / "a.png", solid((0, 0, 200), (64, 64)))
+    m = prepare_dataset([tmp_path / "A", tmp_path / "B"], tmp_path / "o", 32, workers=1, progress=False)
+    assert m["names_file"] == "names.txt"
+    names = (tmp_path / "o" / "names.txt").read_text().splitlines()
+    assert names == ["sub/y.png", "x.png", "a.png"]
+    a = np.load(tmp_path / "o" / "images.npy")
+    assert [tuple(r.reshape(-1, 3).mean(0).round()) for r in a] == [(0, 200, 0), (200, 0, 0), (0, 0, 200)]
+    assert dataset_names(tmp_path / "o") == names
+    (tmp_path / "o" / "names.txt").unlink()  # an older dataset: rebuilt from the sources, the same list
+    assert dataset_names(tmp_path / "o") == names
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a line break in a file name")
+def test_names_file_not_written_for_a_name_with_a_line_break(tmp_path):
+    save(tmp_path / "A" / "x.png", solid((200, 0, 0), (64, 64)))
+    save(tmp_path / "A" / "two\nlines.png", solid((0, 200, 0), (64, 64)))
+    m = prepare_dataset(tmp_path / "A", tmp_path / "o", 32, workers=1, progress=False)
+    assert m["count"] == 2 and m["names_file"] is None
+    assert not (tmp_path / "o" / "names.txt").exists()
 
 
 def test_overlapping_sources_are_refused_before_anything_is_written(tmp_path):

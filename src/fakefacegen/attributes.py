@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NAMES_FILE = "names.txt"
+from .dataset_format import NAMES_FILE
+
 CLASSIFIER_FORMAT = "fakefacegen-attribute-classifier"
 CLASSIFIER_SIZE = 64
 BUNDLED_CLASSIFIER = "celeba-attributes64.safetensors"

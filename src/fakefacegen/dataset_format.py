@@ -30,7 +30,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +54,7 @@ __all__ = [
     "FORMAT_VERSION",
     "IMAGES_FILE",
     "MANIFEST_FILE",
+    "NAMES_FILE",
     "REQUIRED_KEYS",
     "DatasetFormatError",
     "one_line",
@@ -73,6 +74,7 @@ __all__ = [
     "create_images",
     "keep_rows",
     "write_manifest",
+    "write_names",
     "publish",
     "write_dataset",
 ]
@@ -81,6 +83,7 @@ FORMAT_NAME = "fakefacegen-dataset"
 FORMAT_VERSION = 1
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
+NAMES_FILE = "names.txt"  # the source file name of each row, one per line (absent when a name holds a line break)
 REQUIRED_KEYS = ("format", "format_version", "count", "size", "content_hash")
 MmapMode = Literal["r", "r+", "w+", "c"]
 _HASH_ROWS = 4096  # rows hashed / copied per step, so a memory-mapped array is streamed
@@ -374,6 +377,19 @@ def write_manifest(dataset_dir: Path, manifest: dict[str, Any]) -> None:
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def write_names(dataset_dir: Path, names: Sequence[str]) -> bool:
+    """Write ``names.txt`` (the source file name of each row, in row order, fsync'd) into a staging
+    directory. A name with a line break cannot be one line: then nothing is written and False returned
+    (readers rebuild the names from the manifest's sources instead)."""
+    if any("\n" in n or "\r" in n for n in names):
+        return False
+    with open(dataset_dir / NAMES_FILE, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write("".join(n + "\n" for n in names))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
 
 
 def publish(staged: Path, out: Path, *, before_replace: Callable[[], None] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Turn a folder or .zip of face photos into a ready-to-train dataset directory.
 
-The output directory holds two files:
+The output directory holds these files:
 
 ``images.npy``
     uint8 array of shape ``(N, size, size, 3)``, C order, RGB.  Open it with
@@ -9,6 +9,9 @@ The output directory holds two files:
     given), independent of the number of workers.
 ``manifest.json``
     What was done (see :func:`prepare_dataset` and the README section).
+``names.txt``
+    The source file name of each row (one per line, row order; what attribute labels are matched
+    by). Not written if a file name holds a line break (``manifest["names_file"]`` is then null).
 
 Processing follows the CelebA convention: centre square crop (side = shorter
 side, integer offsets ``(w - side) // 2``), then an antialiased resize to
@@ -74,6 +77,7 @@ from ..cpus import available_cores
 from ..dataset_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    NAMES_FILE,
     DatasetFormatError,
     check_space,
     content_hash,
@@ -87,6 +91,7 @@ from ..dataset_format import (
     recover_interrupted,
     staging_dir,
     write_manifest,
+    write_names,
 )
 from .errors import PrepareError
 from .sources import IMAGE_EXTENSIONS, Source, SourceArg, check_out, resolve_sources, scan_sources
@@ -324,9 +329,11 @@ def prepare_dataset(
         keep_rows(images_path, tally.keep, size)
         digest = _hash_images(images_path, tally.count, size)
         fsync_path(images_path)
+        has_names = write_names(staged, [items[int(r)][1] for r in tally.keep])
         manifest = _manifest(
             resolved, multi, per_source_seen, tally, cfg, digest, n_workers, elapsed=time.perf_counter() - t0
         )
+        manifest["names_file"] = NAMES_FILE if has_names else None
         write_manifest(staged, manifest)
         # atomically, re-checking the output (it may have appeared meanwhile)
         publish(staged, out_path, before_replace=lambda: check_out(out_path, overwrite, paths))
