@@ -134,6 +134,11 @@ WALK_FRAMES_MAX = 64
 SCALE_MAX = 8
 TRUNCATION_LO, TRUNCATION_HI = 0.3, 1.0
 FPS_LO, FPS_HI = 1.0, 60.0  # also the fps of the demo's /api/walk.gif
+EDIT_AMOUNT_MAX = 5.0  # the demo's ``edit=NAME:AMOUNT``: |AMOUNT| at most this many sigmas (sliders span -3..+3,
+# at most -4..+4; beyond 5 a 64 px DCGAN's face is mostly artefacts)
+EDIT_ATTRS_MAX = 12  # attributes in one ``edit=`` (the step is a k x k solve; most larger sets are refused
+# anyway as nearly parallel, see directions.MAX_GRAM_CONDITION)
+EDIT_CHARS_MAX = 1000  # characters of one ``edit=`` value, checked before it is parsed
 
 # ---- Command-line flags -------------------------------------------------------------------------------
 SEED = Range(0, SEED_MAX)

@@ -1,5 +1,6 @@
 """What the page shows about the loaded model: name, resolution, images seen and FID, from the
-generator's metadata, a model card beside it (JSON or markdown), or the run's log.jsonl."""
+generator's metadata, a model card beside it (JSON or markdown), or the run's log.jsonl; and the
+attributes it can edit, from its directions file (:func:`describe_editing`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..directions import REQUIRED, Directions, DirectionsError, directions_path
 from ..generate import LoadedGenerator, bundled_model_path
 from ..rundir import RunDir, read_log
 from .params import (
+    EDIT_AMOUNT_MAX,
+    EDIT_MAX_ATTRS,
     MAX_FRAMES,
     MAX_GRID,
     MAX_SCALE,
@@ -114,3 +118,80 @@ def describe_model(G: LoadedGenerator) -> dict[str, Any]:
         "seed_max": SEED_MAX,
     }
     return info
+
+
+# --------------------------------------------------------------------------------------------
+# attribute editing
+
+HEADLINE = REQUIRED  # the attributes the page lists first (Smiling, Young, Male, ...), in this order
+SLIDER_RANGE = 3.0  # a slider's recommended range: -3..+3 sigmas (docs/editing.md's strips) ...
+SLIDER_RANGE_FAR = 4.0  # ... widened to 4 on a side where an edit of 2 carried fewer than half the faces across
+SLIDER_STEP = 0.1
+
+
+def load_directions(G: LoadedGenerator, path: str | Path | None = None) -> tuple[Directions | None, str]:
+    """(the model's attribute directions, "") from ``path`` or its ``NAME-directions.json``, or (None, why
+    not) when there are none or they do not fit; the reason names files by name, never by path."""
+    p = Path(path) if path is not None else directions_path(G.source)
+    try:
+        return G.directions(p), ""
+    except DirectionsError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable directions"
+        for full in sorted({str(p), str(p.resolve()), str(G.source), str(Path(G.source).resolve())}, key=len)[::-1]:
+            msg = msg.replace(full, Path(full).name)
+        return None, msg
+
+
+def recommended_range(entry: dict[str, Any]) -> list[float]:
+    """A slider's range for one attribute's file entry: -3..+3, widened to 4 on each side where the
+    measured edit of 2 (``measured.cross_up`` / ``cross_down``) carried fewer than half the eligible
+    generated faces across 0.5 (attributes the model rarely draws, e.g. Eyeglasses, Bald)."""
+    m = entry.get("measured") or {}
+
+    def far(key: str) -> bool:
+        v = m.get(key)
+        return isinstance(v, (int, float)) and v < 0.5
+
+    lo = SLIDER_RANGE_FAR if far("cross_down") else SLIDER_RANGE
+    hi = SLIDER_RANGE_FAR if far("cross_up") else SLIDER_RANGE
+    return [-lo, hi]
+
+
+def describe_editing(dirs: Directions | None, why_not: str = "") -> dict[str, Any]:
+    """What ``/api/attributes`` answers: the offered attributes (the headline ones first, then the rest by
+    name), each with the classifier's held-out accuracy, balanced accuracy and AUC and a recommended
+    slider range, and the limits of an edit; without directions, no attributes and why not."""
+    limits = {"amount_max": EDIT_AMOUNT_MAX, "max_attrs": EDIT_MAX_ATTRS, "step": SLIDER_STEP}
+    if dirs is None:
+        return {"available": False, "why_not": why_not, "attributes": [], "limits": limits}
+    per = dirs.info.get("attributes") or {}
+    order = [a for a in HEADLINE if a in dirs.attributes] + sorted(a for a in dirs.attributes if a not in HEADLINE)
+    attrs = []
+    for a in order:
+        entry = per.get(a) or {}
+        clf = entry.get("classifier") or {}
+
+        def num(key: str, d: dict[str, Any] = clf) -> float | None:
+            v = d.get(key)
+            return float(v) if isinstance(v, (int, float)) else None
+
+        attrs.append(
+            {
+                "name": a,
+                "label": a.replace("_", " "),
+                "headline": a in HEADLINE,
+                "accuracy": num("accuracy"),
+                "balanced_accuracy": num("balanced_accuracy"),
+                "auc": num("auc"),
+                "generated_share": num("generated_share", entry),
+                "range": recommended_range(entry),
+            }
+        )
+    return {
+        "available": True,
+        "space": dirs.space,
+        "attributes": attrs,
+        "not_offered": dict(dirs.info.get("not_offered") or {}),
+        "limits": limits,
+        "unit": "standard deviations of the generated latents along the direction (sigmas)",
+    }

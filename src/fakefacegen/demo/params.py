@@ -14,6 +14,9 @@ one image           at most MAX_SIDE (4096) pixels per side and MAX_PIXELS (4096
                     (every frame of an animation counted), whatever the other parameters allow
 photo upload        at most MAX_UPLOAD_BYTES (16 MiB) and MAX_PHOTO_PIXELS (25 Mpx); steps
                     PROJECT_STEPS_RANGE (0..100)
+edit, edit_a/_b     NAME:AMOUNT pairs (``Smiling:2,Young:-1``): offered attribute names only, each once,
+                    at most EDIT_MAX_ATTRS (12) of them, AMOUNT a finite number in -EDIT_AMOUNT_MAX..
+                    EDIT_AMOUNT_MAX (5) sigmas, at most EDIT_MAX_CHARS (1000) characters in all
 ==================  ================================================================================
 
 ``commands/`` imports these names to bound the same flags on the command line: keep them stable."""
@@ -23,6 +26,7 @@ from __future__ import annotations
 import builtins
 import math
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
@@ -45,6 +49,18 @@ MAX_UPLOAD_BYTES = 16 << 20  # a photo upload's body
 MAX_PHOTO_PIXELS = 25_000_000  # a photo's width x height, read from its header before it is decoded
 PROJECT_STEPS_RANGE = (0, 100)
 PROJECT_DEFAULT_STEPS = 40
+EDIT_AMOUNT_MAX = bounds.EDIT_AMOUNT_MAX
+EDIT_MAX_ATTRS = bounds.EDIT_ATTRS_MAX
+EDIT_MAX_CHARS = bounds.EDIT_CHARS_MAX
+
+Edit = tuple[tuple[str, float], ...]
+"""An attribute edit as the server keys it: (name, amount) pairs sorted by name, no zero amounts (so
+``Smiling:0`` is the unedited face, and ``Young:-1,Smiling:2`` and ``Smiling:2,Young:-1`` share a cache entry)."""
+
+
+def edit_str(edit: Edit) -> str:
+    """The edit as the query writes it: 'Smiling:2,Young:-1' ('' for none)."""
+    return ",".join(f"{a}:{v:g}" for a, v in edit)
 
 
 class BadRequest(HTTPException):
@@ -147,6 +163,57 @@ class Params:
                 raise BadRequest(f"{name} must be photo:ID with the 16 hex digits of a projection, got {raw[:40]!r}")
             return PhotoId(m.group(1))
         return self.face(name)
+
+    def edit(
+        self,
+        name: str,
+        offered: Collection[str] | None,
+        *,
+        unavailable: str = "",
+        not_offered: Mapping[str, str] | None = None,
+    ) -> Edit:
+        """``name``: an attribute edit ``NAME:AMOUNT,...`` (absent or empty: none). ``offered``: the names the
+        model has directions for (None: it has none, and any edit is refused with ``unavailable`` as the reason);
+        ``not_offered``: why a known attribute is not offered."""
+        raw = self.q.get(name)
+        if raw is None or raw.strip() == "":
+            return ()
+        if offered is None:
+            raise BadRequest(f"{name}: this model cannot be edited: {unavailable or 'it has no attribute directions'}")
+        if len(raw) > EDIT_MAX_CHARS:
+            raise BadRequest(f"{name} is {len(raw)} characters long; the limit is {EDIT_MAX_CHARS}")
+        items = raw.split(",")
+        if len(items) > EDIT_MAX_ATTRS:
+            raise BadRequest(f"{name}: at most {EDIT_MAX_ATTRS} attributes at once, got {len(items)}")
+        out: dict[str, float] = {}
+        for it in items:
+            m = re.fullmatch(r"\s*([A-Za-z0-9_]{1,40})\s*:\s*([^:]{1,40}?)\s*", it)
+            if not m:
+                raise BadRequest(
+                    f"{name} must be NAME:AMOUNT pairs separated by commas, e.g. {name}=Smiling:2,Young:-1; "
+                    f"got {it[:40]!r}"
+                )
+            attr, text = m.groups()
+            if attr not in offered:
+                why = (not_offered or {}).get(attr)
+                if why:
+                    raise BadRequest(f"{name}: {attr} is not offered for this model ({why})")
+                raise BadRequest(
+                    f"{name}: unknown attribute {attr!r} (/api/attributes lists the {len(offered)} this model offers)"
+                )
+            try:
+                v = builtins.float(text)
+            except ValueError:
+                v = math.nan
+            if not (math.isfinite(v) and abs(v) <= EDIT_AMOUNT_MAX):
+                raise BadRequest(
+                    f"{name}: the amount of {attr} must be a number -{EDIT_AMOUNT_MAX:g}..{EDIT_AMOUNT_MAX:g} "
+                    f"(sigmas), got {text[:40]!r}"
+                )
+            if attr in out:
+                raise BadRequest(f"{name}: {attr} is given more than once")
+            out[attr] = round(v, 4) + 0.0  # + 0.0: -0.0 is 0.0
+        return tuple(sorted((a, v) for a, v in out.items() if v != 0.0))
 
     def photo(self, name: str = "id") -> PhotoId:
         raw = self.q.get(name)

@@ -1,5 +1,5 @@
 """Rendering (on the worker thread): the faces of (seed, index), the walk between two faces, grids,
-and their PNG/GIF encoding.
+attribute edits of faces and walk ends, and their PNG/GIF encoding.
 
 Face ``index`` of ``seed`` is image ``index`` of ``G.sample(n, seed)`` (the noise of (seed, index)), so
 the page, ``fakefacegen generate --seed S`` and a shared link all show the same faces."""
@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..directions import Directions
+from ..editing import edit_latent, latent_for
 from ..generate import LoadedGenerator, noise
 from ..images import encode_animation, make_grid, upscale
-from .params import FaceId
+from .params import Edit, FaceId
 
 PNG_LEVEL = 3  # zlib level: level 9 is ~3x slower for a few % smaller PNGs, a poor trade for a local page
 
@@ -55,11 +57,28 @@ def grid_png(G: LoadedGenerator, seed: int, n: int, truncation: float | None, co
     return encode_png(make_grid(upscale(imgs, scale), nrow=cols, pad=pad * scale))
 
 
-def face_pngs(G: LoadedGenerator, items: list[tuple[FaceId, float | None, int]]) -> list[bytes]:
-    """PNGs of several faces (each with its own truncation and scale) from one forward pass."""
-    z = torch.cat([face_noise(G.z_dim, [f], t) for f, t, _ in items])
-    imgs = G.synthesize(z)
-    return [encode_png(upscale(img[None], scale)[0]) for img, (_, _, scale) in zip(imgs, items)]
+FaceItem = tuple[FaceId, float | None, int, Edit]  # a face, its truncation, scale and attribute edit
+
+
+def edited_codes(
+    G: LoadedGenerator, dirs: Directions | None, face: FaceId, truncation: float | None, edit: Edit
+) -> torch.Tensor:
+    """(1, D): the face's latent in the edit space with ``edit`` applied, as ``G.edit`` makes it
+    (:func:`fakefacegen.editing.latent_for`, then :func:`fakefacegen.editing.edit_latent`)."""
+    base = latent_for(G, seed=face.seed, index=face.index, truncation=truncation)
+    if not edit:
+        return base
+    assert dirs is not None, "an edit reached the renderer of a model without directions"
+    return edit_latent(dirs, base, dict(edit))
+
+
+def face_pngs(G: LoadedGenerator, items: list[FaceItem], dirs: Directions | None = None) -> list[bytes]:
+    """PNGs of several faces (each with its own truncation, scale and edit) from one forward pass."""
+    if any(edit for *_, edit in items):
+        imgs = G.render(torch.cat([edited_codes(G, dirs, f, t, e) for f, t, _, e in items]))
+    else:
+        imgs = G.synthesize(torch.cat([face_noise(G.z_dim, [f], t) for f, t, _, _ in items]))
+    return [encode_png(upscale(img[None], scale)[0]) for img, (_, _, scale, _) in zip(imgs, items)]
 
 
 def face_latent(G: LoadedGenerator, face: FaceId, truncation: float | None) -> np.ndarray:
@@ -89,6 +108,18 @@ def latent_walk(G: LoadedGenerator, a: np.ndarray, b: np.ndarray, frames: int) -
 
 
 Walker = FaceId | np.ndarray  # a face, or a projected photo's latent
+
+
+def edited_end(
+    G: LoadedGenerator, dirs: Directions | None, end: Walker, edit: Edit, truncation: float | None
+) -> Walker:
+    """One end of a walk with ``edit`` applied: unchanged without an edit, else the edited latent in the
+    space the walk interpolates (z for the DCGAN, W+ for the style family, see :func:`face_latent`)."""
+    if not edit:
+        return end
+    assert dirs is not None, "an edit reached the renderer of a model without directions"
+    lat = face_latent(G, end, truncation) if isinstance(end, FaceId) else end
+    return edit_latent(dirs, np.asarray(lat, np.float32), dict(edit))
 
 
 def walk_image(

@@ -16,11 +16,13 @@ from typing import TypeVar
 
 import numpy as np
 
+from ..directions import Directions
+from ..editing import edit_latent
 from ..generate import LoadedGenerator
 from ..images import upscale
 from .lanes import Costs, Lane
-from .params import FaceId
-from .pictures import Walker, encode_png, face_pngs, grid_png, walk_image
+from .params import Edit, FaceId
+from .pictures import FaceItem, Walker, edited_end, encode_png, face_pngs, grid_png, walk_image
 
 T = TypeVar("T")
 
@@ -62,7 +64,8 @@ class LRUBytes:
 class Renderer:
     """Renders images for the routes in two lanes (see :mod:`.lanes`): single faces on one worker thread,
     everything else on another, with single-flight (identical requests share one render), a cost budget
-    per lane and per client (503 + Retry-After past it) and a byte-bounded cache."""
+    per lane and per client (503 + Retry-After past it) and a byte-bounded cache. ``dirs``: the model's
+    attribute directions (None: it has none, and nothing is edited)."""
 
     def __init__(
         self,
@@ -73,8 +76,10 @@ class Renderer:
         queue_seconds: float = 60.0,
         face_queue_seconds: float = 4.0,
         costs: Costs | None = None,
+        dirs: Directions | None = None,
     ):
         self.G = G
+        self.dirs = dirs
         self.cache = LRUBytes(cache_bytes)
         self.inflight: dict[str, asyncio.Future] = {}
         self.renders = 0
@@ -82,7 +87,10 @@ class Renderer:
         self.heavy = Lane("render", queue_seconds * 1000, max_items=max_pending)
         self.cheap = Lane("face", face_queue_seconds * 1000, max_items=4 * self.max_face_batch)
         self.model_id = model_hash(G)
-        self._faces: list[tuple[FaceId, float | None, int, asyncio.Future, float, str]] = []
+        # an edited image's key names its directions too: another directions file for the same weights
+        # (a refit) must not be answered with the old edit's ETag or cache entry
+        self.dirs_id = directions_hash(dirs) if dirs is not None else ""
+        self._faces: list[tuple[FaceItem, asyncio.Future, float, str]] = []
         self._draining = False
 
     max_face_batch = 64
@@ -109,16 +117,24 @@ class Renderer:
         return await self._fetch(key, lambda: self.heavy.submit(functools.partial(self._run, fn), cost_ms, client))
 
     async def get_face(
-        self, key: str, face: FaceId, truncation: float | None, scale: int, cost_ms: float, client: str = ""
+        self,
+        key: str,
+        face: FaceId,
+        truncation: float | None,
+        scale: int,
+        cost_ms: float,
+        client: str = "",
+        edit: Edit = (),
     ) -> bytes:
-        """Like :meth:`get` for single faces, in the face lane; faces waiting at the same time share one
-        forward pass (on CPU a batch of 16 costs about 6 single faces)."""
+        """Like :meth:`get` for single faces (``edit``: an attribute edit, see :mod:`.params`), in the face
+        lane; faces waiting at the same time share one forward pass (on CPU a batch of 16 costs about 6
+        single faces)."""
 
         def start() -> asyncio.Future:
             self.cheap.admit(cost_ms, client)
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
-            self._faces.append((face, truncation, scale, fut, cost_ms, client))
+            self._faces.append(((face, truncation, scale, edit), fut, cost_ms, client))
             if not self._draining:
                 self._draining = True
                 loop.create_task(self._drain_faces())
@@ -132,24 +148,24 @@ class Renderer:
             while self._faces:
                 await asyncio.sleep(0)  # requests that arrived in this loop tick join the batch
                 batch, self._faces = self._faces[: self.max_face_batch], self._faces[self.max_face_batch :]
-                est = sum(x[4] for x in batch)
+                est = sum(x[2] for x in batch)
                 t0 = time.perf_counter()
                 try:
                     out = await loop.run_in_executor(
-                        self.cheap.executor, self._run, lambda b=batch: self.faces([x[:3] for x in b])
+                        self.cheap.executor, self._run, lambda b=batch: self.faces([x[0] for x in b])
                     )
                 except Exception as e:  # every waiter gets the failure, none hangs
                     for x in batch:
-                        if not x[3].done():
-                            x[3].set_exception(e)
+                        if not x[1].done():
+                            x[1].set_exception(e)
                     continue
                 finally:
                     self.cheap.learn(est, time.perf_counter() - t0)
                     for x in batch:
-                        self.cheap.release(x[4], x[5])
+                        self.cheap.release(x[2], x[3])
                 for x, png in zip(batch, out):
-                    if not x[3].done():
-                        x[3].set_result(png)
+                    if not x[1].done():
+                        x[1].set_result(png)
         finally:
             self._draining = False
 
@@ -170,18 +186,41 @@ class Renderer:
     def grid(self, seed: int, n: int, truncation: float | None, cols: int, pad: int, scale: int) -> bytes:
         return grid_png(self.G, seed, n, truncation, cols, pad, scale)
 
-    def faces(self, items: list[tuple[FaceId, float | None, int]]) -> list[bytes]:
-        """PNGs of several faces (each with its own truncation and scale) from one forward pass."""
-        return face_pngs(self.G, items)
+    def faces(self, items: list[FaceItem]) -> list[bytes]:
+        """PNGs of several faces (each with its own truncation, scale and edit) from one forward pass."""
+        return face_pngs(self.G, items, self.dirs)
 
     def walk(
-        self, a: Walker, b: Walker, frames: int, truncation: float | None, scale: int, fmt: str, fps: float = 12.0
+        self,
+        a: Walker,
+        b: Walker,
+        frames: int,
+        truncation: float | None,
+        scale: int,
+        fmt: str,
+        fps: float = 12.0,
+        edits: tuple[Edit, Edit] = ((), ()),
     ) -> bytes:
+        """The walk a -> b; ``edits``: the attribute edits of a and of b (the walk runs between the edited faces)."""
+        a, b = (edited_end(self.G, self.dirs, x, e, truncation) for x, e in zip((a, b), edits))
         return walk_image(self.G, a, b, frames, truncation, scale, fmt, fps)
 
-    def latent_png(self, latent: np.ndarray, scale: int) -> bytes:
-        """The face of a projected photo's latent, ``scale`` times as large."""
+    def latent_png(self, latent: np.ndarray, scale: int, edit: Edit = ()) -> bytes:
+        """The face of a projected photo's latent, ``edit`` applied, ``scale`` times as large."""
+        if edit:
+            assert self.dirs is not None, "an edit reached the renderer of a model without directions"
+            latent = edit_latent(self.dirs, np.asarray(latent, np.float32), dict(edit))
         return encode_png(upscale(self.G.synthesize_latents(latent, "the projection"), scale)[0])
+
+
+def directions_hash(dirs: Directions) -> str:
+    """A short hash of the directions (names, normals, sigmas): part of every edited image's key."""
+    h = hashlib.sha1(dirs.space.encode())
+    for a in dirs.attributes:
+        h.update(a.encode() + b"\0")
+    h.update(np.ascontiguousarray(dirs.normals, np.float32).tobytes())
+    h.update(np.ascontiguousarray(dirs.sigmas, np.float64).tobytes())
+    return h.hexdigest()[:12]
 
 
 def model_hash(G: LoadedGenerator) -> str:

@@ -5,16 +5,25 @@ Routes (every query parameter is validated against the ranges in :mod:`.params`,
 
     GET  /                 the page (static/index.html); its state lives in the URL: ?seed=S&n=16&truncation=0.7
     GET  /static/...       the page's script and style, served by the package (nothing from a CDN)
-    GET  /api/model        JSON: which model is loaded (name, resolution, images seen, FID) and the limits
+    GET  /api/model        JSON: which model is loaded (name, resolution, images seen, FID), the limits
+                           and, under "editing", what /api/attributes answers
+    GET  /api/attributes   JSON: the attributes this model can edit (name, the classifier's held-out
+                           accuracy and AUC, a recommended slider range), or why it can edit none
     GET  /api/grid.png     ?seed&n&truncation&cols&pad&scale   n faces of one seed as one PNG grid
-    GET  /api/face.png     ?seed&index&truncation&scale         face ``index`` of ``seed``
-    GET  /api/walk.png     ?a&b&frames&truncation&scale   the slerp walk a -> b as a strip; a and b are
-                           faces (SEED:INDEX) or projected photos (photo:ID)
+    GET  /api/face.png     ?seed&index&truncation&scale&edit    face ``index`` of ``seed``, ``edit`` applied
+    GET  /api/walk.png     ?a&b&edit_a&edit_b&frames&truncation&scale   the slerp walk a -> b as a strip; a
+                           and b are faces (SEED:INDEX) or projected photos (photo:ID), each edited by its
+                           edit_a / edit_b
     GET  /api/walk.gif     same, plus fps: the walk as a looping (there and back) animation
     POST /api/project      ?steps   body: a photo (JPEG/PNG/WebP); 202 + JSON {id, state, ...}: its
                            projection is queued (see :mod:`.projection`: in memory only, never written)
     GET  /api/projection   ?id      JSON: the projection's state, progress (step of steps) and distances
-    GET  /api/projection.png  ?id&scale  the projected face, once done
+    GET  /api/projection.png  ?id&scale&edit  the projected face, once done, ``edit`` applied
+
+An edit is ``edit=Smiling:2,Young:-1``: attribute names the model offers and amounts in sigmas (see
+:mod:`fakefacegen.editing`); the face is ``G.edit`` of the same seed, index, truncation and edit
+(``editing.latent_for`` + ``editing.edit_latent``, then one render). A model without directions
+(``NAME-directions.json`` beside it) offers no attributes, and any edit is a 400 saying why.
 
 Face ``index`` of ``seed`` is image ``index`` of ``G.sample(n, seed)`` (the noise of (seed, index)), so
 the page, ``fakefacegen generate --seed S`` and a shared link all show the same faces.
@@ -54,10 +63,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..directions import DirectionsError
 from ..generate import LoadedGenerator
 from .guard import CSP, Guard
 from .lanes import Costs
-from .model_card import describe_model
+from .model_card import describe_editing, describe_model, load_directions
 from .params import (
     FPS_RANGE,
     INDEX_MAX,
@@ -71,10 +81,12 @@ from .params import (
     PROJECT_STEPS_RANGE,
     SEED_MAX,
     BadRequest,
+    Edit,
     FaceId,
     Params,
     PhotoId,
     check_size,
+    edit_str,
 )
 from .projection import Projections
 from .renderer import LRUBytes, Renderer
@@ -102,19 +114,21 @@ async def _image(
     request: Request,
     renderer: Renderer,
     key: str,
-    render: Callable[[], bytes] | tuple[FaceId, float | None, int],
+    render: Callable[[], bytes] | tuple[FaceId, float | None, int, Edit],
     media: str,
     filename: str,
     cost_ms: float,
 ) -> Response:
-    """The image ``key``, from ``render()`` or, for a single face (face, truncation, scale), from a shared batch."""
+    """The image ``key``, from ``render()`` or, for a single face (face, truncation, scale, edit), from a shared
+    batch."""
     etag = renderer.etag(key)
     headers = {"ETag": etag, "Cache-Control": "no-cache", "Content-Disposition": f'inline; filename="{filename}"'}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     client = _client(request)
     if isinstance(render, tuple):
-        body = await renderer.get_face(key, *render, cost_ms=cost_ms, client=client)
+        face, truncation, scale, edit = render
+        body = await renderer.get_face(key, face, truncation, scale, cost_ms=cost_ms, client=client, edit=edit)
     else:
         body = await renderer.get(key, render, cost_ms=cost_ms, client=client)
     return Response(body, media_type=media, headers=headers)
@@ -131,6 +145,7 @@ def create_app(
     perceptual: bool | None = None,
     face_check: bool = True,
     costs: Costs | None = None,
+    directions: str | Path | None = None,
 ) -> Starlette:
     """The demo app for a loaded generator; ``app.state.renderer`` holds its lanes and cache.
 
@@ -138,7 +153,10 @@ def create_app(
     may hold (one client at most half of it); ``max_pending``: at most this many renders waiting.
     ``allowed_hosts``: Host names answered besides localhost and the address listened on.
     ``perceptual``: the projection's perceptual loss (None: when the Inception weights are installed);
-    ``face_check``: refuse photos in which dlib finds no face (when dlib is installed)."""
+    ``face_check``: refuse photos in which dlib finds no face (when dlib is installed).
+    ``directions``: the attribute directions file (default: the model's ``NAME-directions.json``; none
+    there or made for other weights: no attribute editing)."""
+    dirs, no_dirs = load_directions(G, directions)
     renderer = Renderer(
         G,
         cache_bytes=cache_bytes,
@@ -146,6 +164,7 @@ def create_app(
         queue_seconds=queue_seconds,
         face_queue_seconds=face_queue_seconds,
         costs=costs,
+        dirs=dirs,
     )
     photos = Projections(G, renderer.heavy, renderer.costs, perceptual=perceptual, face_check=face_check)
     info = describe_model(G)
@@ -164,8 +183,26 @@ def create_app(
         "candidates": photos.candidates,
         "max_steps": photos.max_steps(),  # what one request's time budget allows on this machine
     }
+    editing = describe_editing(dirs, no_dirs)
+    info["editing"] = editing
+    offered = dirs.attributes if dirs is not None else None
+    not_offered = dict((dirs.info.get("not_offered") or {}) if dirs is not None else {})
     R = G.resolution
     costs_ = renderer.costs
+
+    def edit_of(p: Params, name: str = "edit") -> tuple[Edit, str]:
+        """The edit in parameter ``name``, checked before any work: names, amounts and, as the renderer
+        will compute it, the latent step (a set of nearly parallel directions is refused); and its key."""
+        edit = p.edit(name, offered, unavailable=no_dirs, not_offered=not_offered)
+        if not edit:
+            return edit, ""
+        assert dirs is not None
+        try:
+            dirs.vector(dict(edit))  # microseconds, and cached: the render reuses it
+        except DirectionsError as e:
+            # the only error left after the checks above: nearly parallel directions (the demo keeps nothing fixed)
+            raise BadRequest(f"{name}: " + str(e).replace("cannot edit and keep", "cannot edit", 1)) from None
+        return edit, f"{edit_str(edit)}@{renderer.dirs_id}"
 
     def within_budget(cost_ms: float, lower: str) -> float:
         if cost_ms > renderer.heavy.max_request_ms:
@@ -185,6 +222,10 @@ def create_app(
     async def model(request: Request) -> Response:
         Params(request, set())
         return JSONResponse(info, headers={"Cache-Control": "no-cache"})
+
+    async def attributes(request: Request) -> Response:
+        Params(request, set())
+        return JSONResponse(editing, headers={"Cache-Control": "no-cache"})
 
     async def grid(request: Request) -> Response:
         p = Params(request, {"seed", "n", "truncation", "cols", "pad", "scale"})
@@ -208,23 +249,26 @@ def create_app(
         )
 
     async def face(request: Request) -> Response:
-        p = Params(request, {"seed", "index", "truncation", "scale"})
+        p = Params(request, {"seed", "index", "truncation", "scale", "edit"})
         f = FaceId(p.int("seed", None, 0, SEED_MAX), p.int("index", 0, 0, INDEX_MAX))
         t, scale = p.truncation(), p.int("scale", 1, 1, MAX_SCALE)
+        edit, ekey = edit_of(p)
         check_size(R * scale, R * scale, "the face", lower="scale")
-        key = f"face|{f}|{t}|{scale}"
+        key = f"face|{f}|{t}|{scale}" + (f"|{ekey}" if edit else "")
         cost = costs_.image(1, (R * scale) ** 2)
-        return await _image(request, renderer, key, (f, t, scale), "image/png", f"seed{f.seed}-{f.index:05d}.png", cost)
+        name = f"seed{f.seed}-{f.index:05d}" + ("-edited" if edit else "")
+        return await _image(request, renderer, key, (f, t, scale, edit), "image/png", f"{name}.png", cost)
 
-    def end_name(x: FaceId | PhotoId) -> str:
-        return f"{x.seed}-{x.index}" if isinstance(x, FaceId) else f"photo-{x.id[:6]}"
+    def end_name(x: FaceId | PhotoId, edit: Edit = ()) -> str:
+        return (f"{x.seed}-{x.index}" if isinstance(x, FaceId) else f"photo-{x.id[:6]}") + ("-edited" if edit else "")
 
     def walk(fmt: str) -> Callable:
-        allowed = {"a", "b", "frames", "truncation", "scale"} | ({"fps"} if fmt == "gif" else set())
+        allowed = {"a", "b", "edit_a", "edit_b", "frames", "truncation", "scale"} | ({"fps"} if fmt == "gif" else set())
 
         async def route(request: Request) -> Response:
             p = Params(request, allowed)
             a, b = p.end("a"), p.end("b")
+            (edit_a, key_a), (edit_b, key_b) = edit_of(p, "edit_a"), edit_of(p, "edit_b")
             frames = p.int("frames", 8 if fmt == "png" else 24, 2, MAX_FRAMES)
             t, scale = p.truncation(), p.int("scale", 1, 1, MAX_SCALE)
             fps = p.float("fps", 12.0, *FPS_RANGE) if fmt == "gif" else 0.0
@@ -235,14 +279,15 @@ def create_app(
             check_size(h, w, f"the walk {fmt.upper()}", frames=n_out, lower="frames or scale")
             cost = within_budget(costs_.image(frames, n_out * h * w, fmt), "frames or scale")
             ea, eb = (photos.latent(x) if isinstance(x, PhotoId) else x for x in (a, b))
-            key = f"walk|{fmt}|{a}|{b}|{frames}|{t}|{scale}|{fps}"
+            key = f"walk|{fmt}|{a}|{b}|{frames}|{t}|{scale}|{fps}" + (f"|{key_a}|{key_b}" if edit_a or edit_b else "")
+            edits = (edit_a, edit_b)
             return await _image(
                 request,
                 renderer,
                 key,
-                lambda: renderer.walk(ea, eb, frames, t, scale, fmt, fps),
+                lambda: renderer.walk(ea, eb, frames, t, scale, fmt, fps, edits=edits),
                 f"image/{fmt}",
-                f"walk-{end_name(a)}-{end_name(b)}.{fmt}",
+                f"walk-{end_name(a, edit_a)}-{end_name(b, edit_b)}.{fmt}",
                 cost,
             )
 
@@ -260,21 +305,23 @@ def create_app(
         return JSONResponse(job.public(), headers={"Cache-Control": "no-store"})
 
     async def projection_png(request: Request) -> Response:
-        p = Params(request, {"id", "scale"})
+        p = Params(request, {"id", "scale", "edit"})
         pid, scale = p.photo("id"), p.int("scale", 1, 1, MAX_SCALE)
+        edit, ekey = edit_of(p)
         job = photos.get(pid)
         latent = photos.latent(pid)  # 409 unless done
         assert job.png is not None
-        key = f"projection|{pid.id}|{scale}"
-        if scale == 1:
+        key = f"projection|{pid.id}|{scale}" + (f"|{ekey}" if edit else "")
+        if scale == 1 and not edit:
             body = job.png
         else:
             cost = costs_.image(1, (R * scale) ** 2)
-            body = await renderer.get(key, lambda: renderer.latent_png(latent, scale), cost, _client(request))
+            body = await renderer.get(key, lambda: renderer.latent_png(latent, scale, edit), cost, _client(request))
+        name = f"photo-{pid.id[:6]}" + ("-edited" if edit else "")
         return Response(
             body,
             media_type="image/png",
-            headers={"Cache-Control": "no-store", "Content-Disposition": f'inline; filename="photo-{pid.id[:6]}.png"'},
+            headers={"Cache-Control": "no-store", "Content-Disposition": f'inline; filename="{name}.png"'},
         )
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -301,6 +348,7 @@ def create_app(
     routes = [
         Route("/", index),
         Route("/api/model", model),
+        Route("/api/attributes", attributes),
         Route("/api/grid.png", grid),
         Route("/api/face.png", face),
         Route("/api/walk.png", walk("png")),

@@ -3,6 +3,9 @@
 // The page state (seed, number of faces, truncation) lives in the URL, so a link reproduces the
 // grid. The grid is fetched as ONE PNG (/api/grid.png: one batched forward pass on the server,
 // far cheaper than one request per face) and cut into per-face canvases, which are the click targets.
+// A picked face can be edited with one slider per attribute the model offers (/api/model's "editing");
+// its picture follows the slider (debounced, at most one request in flight per face), and the walk and
+// the downloads use the edited faces (edit, edit_a, edit_b in their URLs).
 "use strict";
 
 (() => {
@@ -11,15 +14,19 @@
   const GRID_SIZES = [4, 9, 16, 25, 36, 49, 64];
   const $ = (id) => document.getElementById(id);
 
-  const state = { seed: 0, n: 16, trunc: null, picks: [], info: null, photo: null };
+  const state = { seed: 0, n: 16, trunc: null, picks: [], info: null, photo: null, editK: 0, attrs: [] };
   let token = 0;               // the newest grid request; older ones that finish late are ignored
   let requested = null;        // the key of the newest grid request
   let walkToken = 0;
   let debounce = null;
+  let walkDebounce = null;
+  const EDIT_DEBOUNCE_MS = 40;  // slider moves closer together than this make one request
+  const WALK_DEBOUNCE_MS = 250; // the walk (two images, dozens of faces) follows once a slider is let go
   let notice = "";             // a problem with the link itself: shown until the user changes something
 
   // Exposed for tests and for measuring: when the grid was last drawn, and what it showed.
-  window.fakefacegen = { gridReadyMs: null, grids: 0, walks: 0, key: null, photo: null };
+  window.fakefacegen = { gridReadyMs: null, grids: 0, walks: 0, key: null, photo: null,
+                         edits: 0, editRequests: 0, editInFlightMax: 0 };
 
   // ---------------------------------------------------------------- URL <-> state
   function parseState() {
@@ -67,11 +74,19 @@
   }
 
   const truncParam = () => (state.trunc === null ? null : state.trunc.toFixed(2));
-  // A pick is a face of the grid ({seed, index}) or a projected photo ({photo: id}).
-  const faceUrl = (p) => (p.photo ? `/api/projection.png?id=${p.photo}`
-    : `/api/face.png?${query({ seed: p.seed, index: p.index, truncation: truncParam() })}`);
+  // A pick is a face of the grid ({seed, index}) or a projected photo ({photo: id}), with its attribute
+  // edit ({Smiling: 2}: amounts in sigmas; absent = 0) and the state of its edit requests.
+  const newPick = (p) => ({ ...p, edit: {}, good: {}, busy: false, dirty: false, inflight: 0, blob: null, timer: null });
+  const amount = (v) => String(Math.round(v * 100) / 100);
+  const editParam = (e) => {
+    const names = Object.keys(e || {}).filter((k) => e[k] !== 0).sort();
+    return names.length ? names.map((k) => `${k}:${amount(e[k])}`).join(",") : null;
+  };
+  const faceUrl = (p) => (p.photo ? `/api/projection.png?${query({ id: p.photo, edit: editParam(p.edit) })}`
+    : `/api/face.png?${query({ seed: p.seed, index: p.index, truncation: truncParam(), edit: editParam(p.edit) })}`);
   const endParam = (p) => (p.photo ? `photo:${p.photo}` : `${p.seed}:${p.index}`);
-  const endName = (p) => (p.photo ? `photo-${p.photo.slice(0, 6)}` : `${p.seed}-${p.index}`);
+  const endName = (p) => (p.photo ? `photo-${p.photo.slice(0, 6)}` : `${p.seed}-${p.index}`)
+    + (editParam(p.edit) ? "-edited" : "");
 
   // ---------------------------------------------------------------- errors
   function showError(msg) {
@@ -135,6 +150,7 @@
       name.textContent = m.name + (m.bundled ? " (bundled)" : "");
       el.replaceChildren(name, " · " + facts.join(" · "));
       el.title = m.source;
+      buildSliders(m.editing);
       if (m.projection && !m.projection.perceptual) {
         $("photo-status").textContent = "(pixel loss only: the Inception weights for the perceptual loss are not installed)";
       }
@@ -222,9 +238,11 @@
   // ---------------------------------------------------------------- picking two faces and the walk
   function pick(p) {
     if (state.picks.length >= 2) state.picks = [];
-    state.picks.push(p);
+    state.picks.push(newPick(p));
+    state.editK = state.picks.length - 1;  // the sliders edit the face just picked
     markPicks();
     renderWalk();
+    showEditor();
   }
 
   function markPicks() {
@@ -251,7 +269,8 @@
       $("walk-hint").textContent = a ? "Now pick face B." : "Pick face A, then face B.";
       return;
     }
-    const common = { a: endParam(a), b: endParam(b), truncation: truncParam() };
+    const common = { a: endParam(a), b: endParam(b), edit_a: editParam(a.edit), edit_b: editParam(b.edit),
+                     truncation: truncParam() };
     const strip = `/api/walk.png?${query({ ...common, frames: 8 })}`;
     const anim = `/api/walk.gif?${query({ ...common, frames: 24, fps: 12 })}`;
     $("walk-hint").textContent = "rendering the walk…";
@@ -261,7 +280,8 @@
       $("walk").hidden = false;
       $("walk-hint").textContent = "From A to B along a great circle of the noise space.";
       window.fakefacegen.walks += 1;
-      document.body.dataset.walk = `${common.a}|${common.b}|${common.truncation}`;
+      document.body.dataset.walk = `${common.a}|${common.b}|${common.truncation}`
+        + (common.edit_a || common.edit_b ? `|${common.edit_a}|${common.edit_b}` : "");
     };
     const fail = async (url) => {
       if (my !== walkToken) return;
@@ -349,9 +369,189 @@
 
   function walkFromPhoto() {
     if (!state.photo) return;
-    state.picks = [{ photo: state.photo }];
+    state.picks = [newPick({ photo: state.photo })];
+    state.editK = 0;
     markPicks();
     renderWalk();
+    showEditor();
+  }
+
+  // ---------------------------------------------------------------- attribute editing
+  // One slider per offered attribute (the headline ones first, the rest under "more attributes"). A
+  // slider move changes the edited pick's amounts and asks for its picture after EDIT_DEBOUNCE_MS; while
+  // a request for that face is in flight, further moves only mark it dirty, and the newest amounts are
+  // asked for when it returns. A refused edit (e.g. two nearly parallel directions) shows the server's
+  // message and puts the sliders back to the last edit that rendered.
+  function buildSliders(editing) {
+    state.attrs = (editing && editing.attributes) || [];
+    const none = $("edit-none");
+    none.textContent = editing && !editing.available && editing.why_not
+      ? `No attribute editing for this model: ${editing.why_not}` : "";
+    const head = document.createDocumentFragment(), more = document.createDocumentFragment();
+    const step = (editing && editing.limits && editing.limits.step) || 0.1;
+    let nMore = 0;
+    for (const a of state.attrs) {
+      const id = `attr-${a.name}`;
+      const label = document.createElement("label");
+      label.htmlFor = id;
+      label.textContent = a.label || a.name;
+      const facts = [];
+      if (a.accuracy !== null && a.accuracy !== undefined) facts.push(`held-out accuracy ${a.accuracy.toFixed(3)}`);
+      if (a.auc !== null && a.auc !== undefined) facts.push(`AUC ${a.auc.toFixed(3)}`);
+      label.title = `${a.name}: the attribute classifier's ${facts.join(", ") || "accuracy: not recorded"}` +
+        ` on held-out real faces; slider ${a.range[0]}..${a.range[1]} sigmas`;
+      const input = document.createElement("input");
+      input.type = "range";
+      input.id = id;
+      input.min = String(a.range[0]);
+      input.max = String(a.range[1]);
+      input.step = String(step);
+      input.value = "0";
+      input.dataset.attr = a.name;
+      input.setAttribute("aria-label", `${a.label || a.name}, in sigmas`);
+      const out = document.createElement("output");
+      out.htmlFor = id;
+      out.textContent = "0";
+      input.addEventListener("input", () => onSlide(a.name, Number(input.value)));
+      input.addEventListener("change", scheduleWalk);
+      input.addEventListener("dblclick", () => { onSlide(a.name, 0); scheduleWalk(); });
+      (a.headline ? head : more).append(label, input, out);
+      if (!a.headline) nMore += 1;
+    }
+    $("sliders").replaceChildren(head);
+    $("sliders-more").replaceChildren(more);
+    $("more-attrs").hidden = nMore === 0;
+    $("more-attrs").querySelector("summary").textContent = `more attributes (${nMore})`;
+    showEditor();
+  }
+
+  const editing = () => state.picks[state.editK] || null;
+
+  function showEditor() {
+    const p = editing();
+    const can = state.attrs.length > 0;
+    $("edit-panel").hidden = !(p && can);
+    $("edit-none").hidden = !(p && !can && $("edit-none").textContent);
+    if (!p || !can) return;
+    const names = ["A", "B"];
+    $("edit-target").textContent = `face ${names[state.editK]}`
+      + (p.photo ? " (your photo, projected)" : ` (seed ${p.seed}, face ${p.index})`);
+    for (const b of $("edit-which").querySelectorAll("button")) {
+      const k = Number(b.dataset.k);
+      b.disabled = !state.picks[k];
+      b.setAttribute("aria-pressed", String(k === state.editK));
+    }
+    syncSliders();
+    showEdited(p);
+  }
+
+  function syncSliders() {
+    const p = editing();
+    for (const input of document.querySelectorAll(".sliders input[type=range]")) {
+      const v = (p && p.edit[input.dataset.attr]) || 0;
+      input.value = String(v);
+      const out = input.nextElementSibling;
+      out.textContent = amount(v);
+      out.classList.toggle("moved", v !== 0);
+    }
+  }
+
+  function showEdited(p) {
+    // The picture of the edited face: the last one fetched while sliding, else the face's URL.
+    const url = faceUrl(p);
+    const src = p.blob && p.blobUrl === url ? p.blob : url;
+    if (editing() === p) {
+      $("edit-face").src = src;
+      $("download-edit").href = url;
+      $("download-edit").download = `${p.photo ? `photo-${p.photo.slice(0, 6)}` : `seed${p.seed}-${String(p.index).padStart(5, "0")}`}`
+        + (editParam(p.edit) ? "-edited" : "") + ".png";
+    }
+    const k = state.picks.indexOf(p);
+    if (k >= 0) $(`end-${k ? "b" : "a"}`).src = src;
+  }
+
+  function onSlide(name, v) {
+    const p = editing();
+    if (!p) return;
+    if (v === 0) delete p.edit[name];
+    else p.edit[name] = v;
+    syncSliders();
+    clearTimeout(p.timer);
+    p.timer = setTimeout(() => refreshEdit(p), EDIT_DEBOUNCE_MS);
+  }
+
+  async function refreshEdit(p) {
+    if (p.busy) { p.dirty = true; return; }   // one request in flight per face; the newest amounts follow
+    p.busy = true;
+    p.dirty = false;
+    const url = faceUrl(p);
+    const sent = { ...p.edit };
+    const fx = window.fakefacegen;
+    fx.editRequests += 1;
+    p.inflight += 1;
+    fx.editInFlightMax = Math.max(fx.editInFlightMax, p.inflight);  // per face: stays 1
+    $("edit-panel").setAttribute("aria-busy", "true");
+    try {
+      const r = await fetch(url);
+      if (!r.ok) {
+        let msg = `HTTP ${r.status}`;
+        try { msg = (await r.json()).error || msg; } catch (err) { /* not JSON */ }
+        throw Object.assign(new Error(msg), { refused: r.status === 400 });
+      }
+      const blob = await r.blob();
+      if (!state.picks.includes(p)) return;
+      const old = p.blob;
+      p.blob = URL.createObjectURL(blob);
+      p.blobUrl = url;
+      p.good = sent;
+      showEdited(p);
+      if (old) URL.revokeObjectURL(old);
+      $("edit-status").textContent = "";
+      if ($("error").dataset.edit) { showError(notice); delete $("error").dataset.edit; }
+      fx.edits += 1;
+      document.body.dataset.edit = `${endParam(p)}|${editParam(sent)}|${truncParam()}`;
+    } catch (err) {
+      if (!state.picks.includes(p)) return;
+      showError(err.refused ? err.message : `the edit did not render: ${err.message}`);
+      $("error").dataset.edit = "1";
+      if (err.refused) {                      // back to the last edit that rendered
+        p.edit = { ...p.good };
+        p.dirty = false;
+        if (editing() === p) syncSliders();
+      }
+    } finally {
+      p.inflight -= 1;
+      p.busy = false;
+      if (p.dirty && state.picks.includes(p)) refreshEdit(p);
+      else $("edit-panel").setAttribute("aria-busy", "false");
+    }
+  }
+
+  function scheduleWalk() {
+    // The walk follows once the faces' own pictures are in: a refused edit has been put back by then.
+    clearTimeout(walkDebounce);
+    walkDebounce = setTimeout(() => {
+      if (state.picks.some((p) => p.busy || p.dirty)) scheduleWalk();
+      else if (state.picks.length === 2) renderWalk();
+    }, WALK_DEBOUNCE_MS);
+  }
+
+  function wireEditor() {
+    $("edit-reset").addEventListener("click", () => {
+      const p = editing();
+      if (!p) return;
+      p.edit = {};
+      syncSliders();
+      refreshEdit(p);
+      scheduleWalk();
+    });
+    for (const b of $("edit-which").querySelectorAll("button")) {
+      b.addEventListener("click", () => {
+        if (!state.picks[Number(b.dataset.k)]) return;
+        state.editK = Number(b.dataset.k);
+        showEditor();
+      });
+    }
   }
 
   function wirePhoto() {
@@ -380,7 +580,7 @@
     syncUrl(push);
     syncControls();
     renderGrid();
-    if (state.picks.length) { markPicks(); renderWalk(); }
+    if (state.picks.length) { markPicks(); renderWalk(); showEditor(); }
   }
 
   function init() {
@@ -391,6 +591,7 @@
     loadModel();
     renderGrid();
     wirePhoto();
+    wireEditor();
 
     $("new-faces").addEventListener("click", () => {
       state.seed = randomSeed();
