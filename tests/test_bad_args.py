@@ -179,6 +179,7 @@ MISSING = [
     ("directions", ["MODEL", "--data", "DS"], "--data and --labels go together"),
     ("generate", ["NOMODEL"], "no such file or directory"),
     ("demo", ["NOMODEL", "--port", "0"], "no such file or directory"),
+    ("demo", ["MODEL", "--directions", "NOFILE", "--port", "0"], "no directions file for this model"),
     ("export", ["NOMODEL"], "no such file or directory"),
     ("interpolate", ["NOMODEL", "--seeds", "1,2"], "no such file or directory"),
     *[

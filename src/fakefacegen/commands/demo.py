@@ -60,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="a host name the page may be opened by, besides localhost and the --host address (repeatable; "
         "e.g. the machine's LAN name with --host 0.0.0.0). Other Host headers get 421, against DNS rebinding",
     )
+    s.add_argument(
+        "--directions",
+        default=None,
+        help="attribute directions file for the edit sliders (default: NAME-directions.json next to the model; "
+        "none: no sliders)",
+    )
     s.add_argument("--log", action="store_true", help="log every request")
     s.set_defaults(func=run)
     return s
@@ -85,7 +91,19 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     G = load_generator(args.model, device=device, which=args.which)
-    app = create_app(G, cache_bytes=args.cache_mb << 20, allowed_hosts=args.allow_host)
+    if args.directions is not None:  # named on the command line: a file that does not fit is an error, not "no sliders"
+        from ..directions import DirectionsError
+
+        try:
+            G.directions(args.directions)
+        except DirectionsError as e:
+            raise DemoError(f"--directions: {str(e).strip().splitlines()[0]}") from None
+    app = create_app(
+        G,
+        cache_bytes=args.cache_mb << 20,
+        allowed_hosts=args.allow_host,
+        directions=args.directions,
+    )
     sock = bind(args.host, args.port)  # before printing: a busy port is an error, not a dead link
     info = app.state.info
     print(f"loaded {info['name']} ({G.resolution}px) in {time.perf_counter() - t0:.1f}s", flush=True)
