@@ -120,7 +120,7 @@ HAND: list[tuple[str, list[str], str]] = [
     ("train", ["--set", "train.steps=[1, 2]"], "train.steps must be int, got [1, 2]"),
     ("train", ["--set", "train.steps={a: 1}"], "train.steps must be int"),
     ("train", ["--set", "train=3"], "train must be a mapping"),
-    ("train", ["--set", "train.loss=wgan"], "train.loss must be one of bce, hinge, lsgan"),
+    ("train", ["--set", "train.loss=wgan"], "train.loss must be one of bce, hinge, lsgan, rpgan"),
     ("train", ["--preset", "no-such-preset"], "unknown preset 'no-such-preset'"),
     ("train", ["--set", "data=[&a [1,1,1,1], &b [*a,*a,*a,*a], &c [*b,*b,*b,*b], [*c,*c,*c,*c]]"], "data must be str"),
     # generate

@@ -36,6 +36,51 @@ def test_hinge_and_lsgan_values():
     assert g_loss(f, "lsgan").item() == pytest.approx(0.5 * (9 + 1) / 2)
 
 
+def test_rpgan_values_against_hand_computation():
+    """Relativistic pairing: D pays -log sigmoid(D(x_i) - D(G(z_i))), G the mirror image, pair by pair."""
+    r, f = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+
+    def nll(diff):  # -log sigmoid(diff)
+        return math.log1p(math.exp(-diff))
+
+    assert d_loss(r, f, "rpgan").item() == pytest.approx((nll(2 - 0.5) + nll(-1 + 3)) / 2, rel=1e-6)
+    assert g_loss(f, "rpgan", real=r).item() == pytest.approx((nll(0.5 - 2) + nll(-3 + 1)) / 2, rel=1e-6)
+    # only the difference matters: shifting every logit leaves both losses unchanged
+    assert d_loss(r + 7, f + 7, "rpgan").item() == pytest.approx(d_loss(r, f, "rpgan").item(), rel=1e-6)
+    with pytest.raises(ValueError, match="needs D's logits on real images"):
+        g_loss(f, "rpgan")
+
+
+def test_rpgan_step_uses_the_updated_d_on_real_images_in_the_g_phase():
+    """GANStep with train.loss=rpgan: the D phase's loss is rpgan on the D before its update, and the G
+    phase compares D(G(z)) with the *updated* D's logits on the same real images."""
+    import torch.nn.functional as F
+
+    from fakefacegen.config import TrainConfig
+    from fakefacegen.gan_step import GANStep
+
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(4, 3 * 8 * 8), torch.nn.Tanh(), torch.nn.Unflatten(1, (3, 8, 8)))
+    D = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Flatten(), torch.nn.Linear(144, 1)
+    )
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), 1e-2), torch.optim.Adam(D.parameters(), 1e-2)
+    cfg = TrainConfig(loss="rpgan", batch_size=5)
+    step = GANStep(G, D, opt_g, opt_d, torch.amp.GradScaler("cpu", enabled=False), torch.enable_grad, cfg)
+    real, z = torch.rand(5, 3, 8, 8) * 2 - 1, torch.randn(5, 4)
+    with torch.no_grad():
+        want_d = F.softplus(D(G(z)) - D(real)).mean()
+    fake, out = step.d_phase(0, real, z, lambda x: x)
+    assert out["loss_d"].item() == pytest.approx(want_d.item(), rel=1e-6)
+    with torch.no_grad():  # D has stepped; G has not yet
+        want_g = F.softplus(D(real) - D(fake)).mean()
+    g0 = [p.detach().clone() for p in G.parameters()]
+    loss_g = step.g_phase(fake, lambda x: x, real=real)
+    assert loss_g.item() == pytest.approx(want_g.item(), rel=1e-6)
+    assert all(not torch.equal(a, b) for a, b in zip(g0, G.parameters()))  # G moved
+    assert all(p.requires_grad for p in D.parameters())  # D is trainable again after the G phase
+
+
 @pytest.mark.slow
 def test_r1_matches_finite_differences():
     torch.manual_seed(0)

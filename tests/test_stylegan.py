@@ -179,12 +179,14 @@ def test_r2_changes_the_discriminator_update(dataset32, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(dataset32, tmp_path):
+@pytest.mark.parametrize("loss", ["bce", "rpgan"])
+def test_resume_continues_exactly(dataset32, tmp_path, loss):
     torch.set_num_threads(1)
     cfg = make_config(
         "debug",
         STYLE
         + [
+            f"train.loss={loss}",
             "train.steps=6",
             "train.ckpt_every=2",
             "train.ema=0.9",

@@ -104,7 +104,7 @@ class TrainConfig:
     batch_size: int = 128
     """Global batch size: split evenly over processes under torchrun."""
     loss: str = "bce"
-    """'bce' (non-saturating), 'hinge' or 'lsgan'."""
+    """'bce' (non-saturating), 'hinge', 'lsgan' or 'rpgan' (relativistic pairing, R3GAN's; with R1 + R2)."""
     real_label: float = 1.0
     """Target for real images in BCE; 0.9 gives one-sided label smoothing."""
     fake_label: float = 0.0
@@ -156,7 +156,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         _in_ranges(self, "train")
-        _choice("train.loss", self.loss, ("bce", "hinge", "lsgan"))
+        _choice("train.loss", self.loss, ("bce", "hinge", "lsgan", "rpgan"))
         for p in filter(None, self.augment.split(",")):
             _choice("train.augment", p.strip(), ("color", "translation", "cutout"))
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))

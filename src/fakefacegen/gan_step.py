@@ -119,7 +119,7 @@ class GANStep:
         self, step: int, real: torch.Tensor, z: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor]
     ) -> StepOutput:
         fake, d_out = self.d_phase(step, real, z, augment)
-        loss_g = self.g_phase(fake, augment)
+        loss_g = self.g_phase(fake, augment, real=real)
         return StepOutput(loss_g=loss_g, **d_out)
 
     def d_phase(
@@ -151,14 +151,26 @@ class GANStep:
         self.scaler.step(self.opt_d)
         return fake, {"loss_d": loss, "logits_real": logits_real, "logits_fake": logits_fake, "r1": r1, "r2": r2}
 
-    def g_phase(self, fake: torch.Tensor, augment: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Gmain: maximise log D(G(z)) (non-saturating), through the fakes of the D phase."""
+    def g_phase(
+        self,
+        fake: torch.Tensor,
+        augment: Callable[[torch.Tensor], torch.Tensor],
+        real: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Gmain: maximise log D(G(z)) (non-saturating), through the fakes of the D phase. The relativistic
+        loss (``rpgan``) also asks the updated D about ``real`` (no gradient: G only moves the fakes)."""
         self.opt_g.zero_grad(set_to_none=True)
         # D only passes gradients through to G here: freezing its weights skips their gradients
         # (and, under DDP, no_sync skips an all-reduce of gradients nobody uses).
         self.D.requires_grad_(False)
         with dist.no_sync(self.D), self.autocast():
-            loss = g_loss(self.D(augment(fake)), self.cfg.loss)
+            logits_real = None
+            if self.cfg.loss == "rpgan":
+                if real is None:
+                    raise ValueError("train.loss=rpgan: the G phase needs the step's real images")
+                with torch.no_grad():
+                    logits_real = self.D(augment(real.detach()))
+            loss = g_loss(self.D(augment(fake)), self.cfg.loss, real=logits_real)
             self.scaler.scale(loss).backward()
         self.D.requires_grad_(True)
         self.scaler.step(self.opt_g)

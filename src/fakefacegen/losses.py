@@ -3,6 +3,9 @@
 bce:   non-saturating loss of Goodfellow et al. 2014 as used by DCGAN, with optional label smoothing.
 hinge: Lim & Ye 2017 / Miyato et al. 2018 (SNGAN).
 lsgan: least squares, Mao et al. 2017, with targets 1 (real) and 0 (fake) on the raw output.
+rpgan: the relativistic pairing loss (Jolicoeur-Martineau 2019; the loss of R3GAN, Huang et al. 2024):
+       D judges each real image against a generated one, softplus(D(fake_i) - D(real_i)); G the other way
+       round, so G's loss needs D's logits on real images too. R3GAN pairs it with R1 and R2.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ def d_loss(
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
     if kind == "lsgan":
         return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
+    if kind == "rpgan":
+        return F.softplus(fake - real).mean()
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
-    """Generator loss on D's logits for generated images (G wants them judged real)."""
+def g_loss(fake: torch.Tensor, kind: str = "bce", *, real: torch.Tensor | None = None) -> torch.Tensor:
+    """Generator loss on D's logits for generated images (G wants them judged real); ``real``: D's logits on
+    real images, which the relativistic loss (``rpgan``) compares with, pair by pair (no gradient needed)."""
     fake = fake.float()
     if kind == "bce":
         # Non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z))).
@@ -37,6 +43,10 @@ def g_loss(fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
         return -fake.mean()
     if kind == "lsgan":
         return 0.5 * ((fake - 1.0) ** 2).mean()
+    if kind == "rpgan":
+        if real is None:
+            raise ValueError("the rpgan loss of G needs D's logits on real images (real=...)")
+        return F.softplus(real.float() - fake).mean()
     raise ValueError(f"unknown loss {kind!r}")
 
 
