@@ -91,18 +91,19 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     G = load_generator(args.model, device=device, which=args.which)
-    if args.directions is not None:  # named on the command line: a file that does not fit is an error, not "no sliders"
+    directions = getattr(args, "directions", None)  # direct callers may pass a Namespace without it
+    if directions is not None:  # named on the command line: a file that does not fit is an error, not "no sliders"
         from ..directions import DirectionsError
 
         try:
-            G.directions(args.directions)
+            G.directions(directions)
         except DirectionsError as e:
             raise DemoError(f"--directions: {str(e).strip().splitlines()[0]}") from None
     app = create_app(
         G,
         cache_bytes=args.cache_mb << 20,
         allowed_hosts=args.allow_host,
-        directions=args.directions,
+        directions=directions,
     )
     sock = bind(args.host, args.port)  # before printing: a busy port is an error, not a dead link
     info = app.state.info
