@@ -7,6 +7,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -550,6 +551,34 @@ def test_names_file_not_written_for_a_name_with_a_line_break(tmp_path):
     m = prepare_dataset(tmp_path / "A", tmp_path / "o", 32, workers=1, progress=False)
     assert m["count"] == 2 and m["names_file"] is None
     assert not (tmp_path / "o" / "names.txt").exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="line separators in a file name")
+def test_names_file_not_written_for_a_name_splitlines_would_split(tmp_path):
+    """U+2028 (and \x85, \x0c, ...) are line breaks to str.splitlines: such a name is not one line of names.txt."""
+    from fakefacegen.attributes import dataset_names
+
+    save(tmp_path / "A" / "x.png", solid((200, 0, 0), (64, 64)))
+    save(tmp_path / "A" / "a\u2028b.png", solid((0, 200, 0), (64, 64)))
+    m = prepare_dataset(tmp_path / "A", tmp_path / "o", 32, workers=1, progress=False)
+    assert m["count"] == 2 and m["names_file"] is None
+    assert dataset_names(tmp_path / "o") == ["a\u2028b.png", "x.png"]  # rebuilt from the sources
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a file name that is not UTF-8 (Linux keeps its bytes)")
+def test_a_file_name_that_is_not_utf8_does_not_break_prepare(tmp_path):
+    """A name of bytes that are not UTF-8 (a surrogate in Python) cannot be written to names.txt: the
+    dataset is still prepared, without names.txt, and its names rebuilt from the sources."""
+    from fakefacegen.attributes import dataset_names
+
+    (tmp_path / "A").mkdir()
+    save(tmp_path / "A" / "x.png", solid((200, 0, 0), (64, 64)))
+    odd = os.fsdecode(b"\xff.png")
+    save(tmp_path / "A" / odd, solid((0, 200, 0), (64, 64)))
+    m = prepare_dataset(tmp_path / "A", tmp_path / "o", 32, workers=1, progress=False)
+    assert m["count"] == 2 and m["names_file"] is None
+    assert not (tmp_path / "o" / "names.txt").exists()
+    assert dataset_names(tmp_path / "o") == ["x.png", odd]
 
 
 def test_overlapping_sources_are_refused_before_anything_is_written(tmp_path):

@@ -114,7 +114,10 @@ def dataset_names(data: str | Path) -> list[str]:
     count = m.get("count")
     names_file = d / NAMES_FILE
     if names_file.is_file():
-        names = [n for n in names_file.read_text().splitlines() if n]
+        try:  # as write_names wrote it: UTF-8, one name a line, "\n" the only line break
+            names = [n for n in names_file.read_text(encoding="utf-8").split("\n") if n]
+        except UnicodeDecodeError as e:
+            raise AttributeDataError(f"{names_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         if len(names) != count:
             raise AttributeDataError(f"{names_file}: {len(names)} names for the dataset's {count} faces")
         return names

@@ -83,7 +83,7 @@ FORMAT_NAME = "fakefacegen-dataset"
 FORMAT_VERSION = 1
 IMAGES_FILE = "images.npy"
 MANIFEST_FILE = "manifest.json"
-NAMES_FILE = "names.txt"  # the source file name of each row, one per line (absent when a name holds a line break)
+NAMES_FILE = "names.txt"  # the source file name of each row, one per line (absent when a name is not one UTF-8 line)
 REQUIRED_KEYS = ("format", "format_version", "count", "size", "content_hash")
 MmapMode = Literal["r", "r+", "w+", "c"]
 _HASH_ROWS = 4096  # rows hashed / copied per step, so a memory-mapped array is streamed
@@ -381,10 +381,16 @@ def write_manifest(dataset_dir: Path, manifest: dict[str, Any]) -> None:
 
 def write_names(dataset_dir: Path, names: Sequence[str]) -> bool:
     """Write ``names.txt`` (the source file name of each row, in row order, fsync'd) into a staging
-    directory. A name with a line break cannot be one line: then nothing is written and False returned
-    (readers rebuild the names from the manifest's sources instead)."""
-    if any("\n" in n or "\r" in n for n in names):
-        return False
+    directory. A name that cannot be one UTF-8 line (a line break of any kind ``str.splitlines`` knows,
+    e.g. U+2028, or bytes that are not UTF-8, which Python holds as surrogates): then nothing is written
+    and False returned (readers rebuild the names from the manifest's sources instead)."""
+    for n in names:
+        if n.splitlines() != [n]:
+            return False
+        try:
+            n.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
     with open(dataset_dir / NAMES_FILE, "w", encoding="utf-8", newline="\n") as fh:
         fh.write("".join(n + "\n" for n in names))
         fh.flush()
