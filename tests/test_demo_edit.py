@@ -327,6 +327,15 @@ def test_a_model_without_directions_offers_no_edits(tmp_path):
         assert ed["available"] is False and "found for other weights" in ed["why_not"]
         status, err = error(s.url + "/api/face.png?seed=1&edit=Smiling:1")
         assert status == 400 and "other weights" in err and str(tmp_path) not in err
+    # a malformed file beside the model: no sliders, saying why, rather than a demo that does not start
+    (tmp_path / "myrun-directions.json").write_text(
+        json.dumps({**json.loads(SHIPPED.read_text()), "format_version": "1.0", "model": "x"})
+    )
+    with BackgroundServer(create_app(load_generator(model), costs=FIXED)) as s:
+        ed = json.loads(get(s.url + "/api/attributes")[2])
+        assert ed["available"] is False and ed["why_not"] == (
+            "myrun-directions.json: format_version must be an integer, got '1.0'"
+        )
 
 
 def synthetic_directions(G, path: Path, names: tuple[str, ...] = ("Young", "Smiling", "Zebra")) -> Directions:
@@ -444,3 +453,17 @@ def test_page_sliders_edit_the_picked_face_and_the_walk(server, bundled):
         assert [e for e in b.console_errors() if "Heavy_Makeup%3A1" not in e] == []
     finally:
         b.close()
+
+
+def test_describe_editing_ignores_entries_that_are_not_mappings():
+    """A hand-edited file whose per-attribute 'classifier' / 'measured' are not mappings: no accuracy, the
+    default range, rather than an AttributeError at start-up."""
+    from fakefacegen.demo.model_card import describe_editing
+
+    info = {"attributes": {"Smiling": {"classifier": "0.9", "measured": [0.1]}, "Young": "x"}}
+    d = Directions("z", ["Smiling", "Young"], np.eye(2, 4, dtype=np.float32), np.ones(2), np.zeros(2), info)
+    ed = describe_editing(d)
+    assert [(a["name"], a["accuracy"], a["range"]) for a in ed["attributes"]] == [
+        ("Smiling", None, [-3.0, 3.0]),
+        ("Young", None, [-3.0, 3.0]),
+    ]

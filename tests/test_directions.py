@@ -139,6 +139,17 @@ def test_file_round_trip_and_malformed_files(tmp_path):
     p.write_text(json.dumps(good))
     with pytest.raises(DirectionsError, match="missing or malformed attribute entries"):
         Directions.load(p)
+    # malformed header fields: the same one-line DirectionsError naming the file, not ValueError/AttributeError
+    for key, value, message in (
+        ("format_version", "x", "format_version must be an integer, got 'x'"),
+        ("format_version", [1], "format_version must be an integer"),
+        ("format_version", 2, "directions format 2 is newer than this FakeFaceGen reads"),
+        ("model", "abc", "'model' must be a mapping, got str"),
+        ("not_offered", ["Bald"], "'not_offered' must be a mapping, got list"),
+    ):
+        p.write_text(json.dumps({**dirs.to_json(), key: value}))
+        with pytest.raises(DirectionsError, match=f"^{p}: {message}"):
+            Directions.load(p)
 
 
 def test_default_path_is_next_to_the_model():

@@ -193,8 +193,14 @@ class Directions:
             raise DirectionsError(f"{p}: not a readable directions file ({str(e).splitlines()[0][:120]})") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise DirectionsError(f"{p}: not a FakeFaceGen directions file (no '{FORMAT}' format field)")
-        if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise DirectionsError(f"{p}: directions format {d['format_version']} is newer than this FakeFaceGen reads")
+        version = d.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise DirectionsError(f"{p}: format_version must be an integer, got {str(version)[:40]!r}")
+        if version > FORMAT_VERSION:
+            raise DirectionsError(f"{p}: directions format {version} is newer than this FakeFaceGen reads")
+        for key in ("model", "not_offered"):
+            if not isinstance(d.get(key) or {}, dict):
+                raise DirectionsError(f"{p}: '{key}' must be a mapping, got {type(d[key]).__name__}")
         try:
             per = d["attributes"]
             names = list(per)

@@ -150,7 +150,7 @@ class LoadedGenerator:
         want = (d.info.get("model") or {}).get("weights_sha1")
         if want != weights_hash(self):
             raise DirectionsError(
-                f"{p}: these directions were found for other weights ({want and want[:12]}) than {self.source}; "
+                f"{p}: these directions were found for other weights ({want and str(want)[:12]}) than {self.source}; "
                 f"make them with `fakefacegen directions {self.source}`"
             )
         if d.space != self.edit_space or d.dim != self.z_dim:

@@ -146,7 +146,8 @@ def recommended_range(entry: dict[str, Any]) -> list[float]:
     """A slider's range for one attribute's file entry: -3..+3, widened to 4 on each side where the
     measured edit of 2 (``measured.cross_up`` / ``cross_down``) carried fewer than half the eligible
     generated faces across 0.5 (attributes the model rarely draws, e.g. Eyeglasses, Bald)."""
-    m = entry.get("measured") or {}
+    m = entry.get("measured")
+    m = m if isinstance(m, dict) else {}
 
     def far(key: str) -> bool:
         v = m.get(key)
@@ -168,8 +169,10 @@ def describe_editing(dirs: Directions | None, why_not: str = "") -> dict[str, An
     order = [a for a in HEADLINE if a in dirs.attributes] + sorted(a for a in dirs.attributes if a not in HEADLINE)
     attrs = []
     for a in order:
-        entry = per.get(a) or {}
-        clf = entry.get("classifier") or {}
+        entry = per.get(a)
+        entry = entry if isinstance(entry, dict) else {}
+        clf = entry.get("classifier")
+        clf = clf if isinstance(clf, dict) else {}
 
         def num(key: str, d: dict[str, Any] = clf) -> float | None:
             v = d.get(key)
