@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument(
         "--directions",
         default=None,
-        help="attribute directions file for the edit sliders (default: NAME-directions.json next to the model; "
-        "none: no sliders)",
+        help="attribute directions file for the edit sliders; a file that is missing or made for other weights "
+        "is an error (default: NAME-directions.json next to the model if it fits, else a page without sliders)",
     )
     s.add_argument("--log", action="store_true", help="log every request")
     s.set_defaults(func=run)
