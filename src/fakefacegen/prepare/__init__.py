@@ -11,7 +11,8 @@ The output directory holds these files:
     What was done (see :func:`prepare_dataset` and the README section).
 ``names.txt``
     The source file name of each row (one per line, row order; what attribute labels are matched
-    by). Not written if a file name holds a line break (``manifest["names_file"]`` is then null).
+    by). Not written if a file name is not one UTF-8 line (a line break, or bytes that are not
+    UTF-8; ``manifest["names_file"]`` is then null).
 
 Processing follows the CelebA convention: centre square crop (side = shorter
 side, integer offsets ``(w - side) // 2``), then an antialiased resize to
