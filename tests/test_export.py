@@ -25,9 +25,10 @@ def torch_images(G: LoadedGenerator, z: torch.Tensor) -> np.ndarray:
         return G.net(z).clamp(-1, 1).numpy()
 
 
-@pytest.fixture(scope="module", params=["dcgan", "style"])
+@pytest.fixture(scope="module", params=["dcgan", "style", "style-noise"])
 def G(request, tiny_path, tmp_path_factory):
-    """Each test runs on a tiny generator of both families."""
+    """Each test runs on a tiny generator of both families (the style family also with noise inputs,
+    their strengths made non-zero so that the maps reach the image)."""
     from fakefacegen.generate import load_generator
 
     if request.param == "dcgan":
@@ -39,9 +40,14 @@ def G(request, tiny_path, tmp_path_factory):
     from fakefacegen.stylegan import StyleGenerator
 
     torch.manual_seed(0)
-    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style")
+    noisy = request.param == "style-noise"
+    mc = ModelConfig(resolution=32, width=4, max_width=32, z_dim=16, arch="style", noise_inputs=noisy)
+    sd = StyleGenerator(mc).state_dict()
+    for k in sd:
+        if k.endswith("noise_strength"):
+            sd[k] = torch.tensor(0.5)
     path = tmp_path_factory.mktemp("tinyStyle") / "g.safetensors"
-    save_generator(StyleGenerator(mc).state_dict(), dataclasses.asdict(mc), path)
+    save_generator(sd, dataclasses.asdict(mc), path)
     return load_generator(path)
 
 

@@ -865,15 +865,24 @@ def test_generator_tensors_missing_extra_or_misshapen(tmp_path):
     z_dim=st.integers(1, 24),
     max_width=st.integers(1, 48),
     mapping_layers=st.integers(1, 4),
+    noise_inputs=st.booleans(),
 )
-def test_generator_shapes_are_those_of_the_networks(arch, resolution, width, z_dim, max_width, mapping_layers):
+def test_generator_shapes_are_those_of_the_networks(
+    arch, resolution, width, z_dim, max_width, mapping_layers, noise_inputs
+):
     """checkpoint.generator_shapes (computed, nothing built) equals the state_dict of the network
-    that models.build_generator builds, for both families."""
+    that models.build_generator builds, for both families (the style family with and without noise inputs)."""
     from fakefacegen.checkpoint import generator_shapes
     from fakefacegen.models import build_generator
 
     mc = ModelConfig(
-        resolution=resolution, width=width, z_dim=z_dim, arch=arch, max_width=max_width, mapping_layers=mapping_layers
+        resolution=resolution,
+        width=width,
+        z_dim=z_dim,
+        arch=arch,
+        max_width=max_width,
+        mapping_layers=mapping_layers,
+        noise_inputs=noise_inputs and arch == "style",
     )
     mc.validate()
     built = {k: tuple(v.shape) for k, v in build_generator(mc).state_dict().items()}

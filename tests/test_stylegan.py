@@ -18,6 +18,7 @@ from fakefacegen.generate import load_generator, noise
 from fakefacegen.models import build_models
 from fakefacegen.stylegan import (
     ModulatedConv2d,
+    PixelNoise,
     ResidualDiscriminator,
     StyleGenerator,
     minibatch_stddev,
@@ -106,6 +107,55 @@ def test_psi_one_is_untruncated_and_psi_zero_is_the_average_face():
     assert (half - avg).abs().mean() < (full - avg).abs().mean()
 
 
+def test_pixel_noise_is_white_across_faces_yet_a_function_of_w():
+    """The maps of faces whose w share a common direction (a trained mapping network's do: their projected
+    maps correlate by ~0.18) are nearly uncorrelated, with zero mean and unit variance; the same w gives the
+    same map."""
+    torch.manual_seed(11)
+    noise = PixelNoise(64, 32, seed=3)
+    w = 0.5 * torch.randn(1, 64) + torch.randn(128, 64)  # a fifth of every w's variance is shared
+    maps = noise(w)
+    assert maps.shape == (128, 1, 32, 32)
+    flat = maps.flatten(1)
+    corr = torch.corrcoef(flat)[~torch.eye(128, dtype=torch.bool)]
+    assert abs(float(flat.mean())) < 0.02 and abs(float(flat.std()) - 1.0) < 0.02
+    assert abs(float(corr.mean())) < 0.01 and float(corr.abs().mean()) < 0.05
+    # Without the fold, the projection alone would carry the shared direction into every map.
+    centred = w - w.mean(1, keepdim=True)
+    linear = (centred * torch.rsqrt(centred.square().mean(1, keepdim=True))) @ noise.basis
+    assert float(torch.corrcoef(linear)[~torch.eye(128, dtype=torch.bool)].mean()) > 0.1
+    assert torch.equal(noise(w), maps) and torch.equal(PixelNoise(64, 32, seed=3).basis, noise.basis)
+    assert not torch.equal(PixelNoise(64, 32, seed=4).basis, noise.basis)
+
+
+@pytest.mark.parametrize("res", [32, 64])
+def test_noise_inputs_start_silent_and_keep_faces_a_function_of_the_latent(res):
+    """At initialisation (strengths 0) a G with noise inputs computes the plain G's images from the same
+    weights; with the strengths on, the maps change the image, the same z gives the same face, and
+    synthesis from W+ with one w repeated equals synthesis from w."""
+    torch.manual_seed(12)
+    plain = StyleGenerator(tiny(res)).eval()
+    torch.manual_seed(12)
+    noisy = StyleGenerator(tiny(res, noise_inputs=True)).eval()
+    strengths = [k for k in noisy.state_dict() if k.endswith("noise_strength")]
+    assert len(strengths) == 2 * len(noisy.blocks) - 1  # both convolutions of every block but the 4x4's first
+    assert noisy.load_state_dict(plain.state_dict(), strict=False).unexpected_keys == []
+    z = torch.randn(5, 16)
+    with torch.no_grad():
+        assert torch.equal(noisy(z), plain(z))
+        for m in noisy.modules():
+            if isinstance(m, ModulatedConv2d) and m.noise_strength is not None:
+                m.noise_strength.fill_(0.7)
+        a = noisy(z)
+        assert (a - plain(z)).abs().mean() > 1e-3
+        assert torch.equal(noisy(z), a)
+        w = noisy.mapping(z)
+        wplus = w[:, None].expand(-1, len(noisy.blocks), -1)
+        torch.testing.assert_close(noisy.synthesis(wplus), a, rtol=0, atol=1e-6)
+        noisy.compute_w_avg(n=256)
+        assert torch.equal(noisy(z, psi=1.0), a)
+
+
 def test_w_avg_is_the_mean_of_the_mapping_and_deterministic():
     torch.manual_seed(5)
     g = StyleGenerator(tiny())
@@ -119,6 +169,8 @@ def test_w_avg_is_the_mean_of_the_mapping_and_deterministic():
 def test_style_only_options_are_checked():
     with pytest.raises(ConfigError, match="model.max_width"):
         ModelConfig(arch="style", max_width=0).validate()
+    with pytest.raises(ConfigError, match="model.noise_inputs applies to the style family only"):
+        ModelConfig(arch="tutorial", noise_inputs=True).validate()
     with pytest.raises(ConfigError, match="model.spectral_norm applies to the DCGAN"):
         ModelConfig(arch="style", spectral_norm=True).validate()
     with pytest.raises(ConfigError, match="model.arch must be one of reference, tutorial, style"):
@@ -179,13 +231,14 @@ def test_r2_changes_the_discriminator_update(dataset32, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["bce", "rpgan"])
-def test_resume_continues_exactly(dataset32, tmp_path, loss):
+@pytest.mark.parametrize("loss,noise_inputs", [("bce", False), ("rpgan", False), ("bce", True)])
+def test_resume_continues_exactly(dataset32, tmp_path, loss, noise_inputs):
     torch.set_num_threads(1)
     cfg = make_config(
         "debug",
         STYLE
         + [
+            f"model.noise_inputs={str(noise_inputs).lower()}",
             f"train.loss={loss}",
             "train.steps=6",
             "train.ckpt_every=2",

@@ -239,15 +239,18 @@ def generator_shapes(model: Any) -> dict[str, tuple[int, ...]]:
         for i in range(model.mapping_layers):
             out[f"mapping.net.{i}.weight"], out[f"mapping.net.{i}.bias"] = (z, z), (z,)
 
-        def modulated(name: str, c_in: int, c_out: int, k: int) -> None:
+        def modulated(name: str, c_in: int, c_out: int, k: int, noise: bool = False) -> None:
             out[f"{name}.weight"], out[f"{name}.bias"] = (c_out, c_in, k, k), (c_out,)
             out[f"{name}.affine.weight"], out[f"{name}.affine.bias"] = (c_in, z), (c_in,)
+            if noise:
+                out[f"{name}.noise_strength"] = ()
 
         res = sorted(ch)
+        noise = model.noise_inputs
         for b, (a, c) in enumerate(zip([4, *res[:-1]], res)):
             if b:
-                modulated(f"blocks.{b}.conv0", ch[a], ch[c], 3)
-            modulated(f"blocks.{b}.conv1", ch[c], ch[c], 3)
+                modulated(f"blocks.{b}.conv0", ch[a], ch[c], 3, noise)
+            modulated(f"blocks.{b}.conv1", ch[c], ch[c], 3, noise)
             modulated(f"blocks.{b}.torgb", ch[c], 3, 1)
         return out
     n = int(math.log2(r)) - 2

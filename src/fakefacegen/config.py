@@ -41,6 +41,9 @@ class ModelConfig:
     """'style' only: the most feature maps of any layer (width doubles per halving of the resolution up to it)."""
     mapping_layers: int = 2
     """'style' only: fully connected layers of the mapping network z -> w."""
+    noise_inputs: bool = False
+    """'style' only: StyleGAN's per-pixel noise inputs, one map per synthesis convolution with a learned
+    strength; each map is a fixed function of w (stylegan.py), so a face still depends on its latent only."""
     init: str = "dcgan"
     """DCGAN only: 'dcgan': weights N(0, 0.02), BN gamma N(1, 0.02); 'default': PyTorch's own init.
     (The 'style' family always uses its equalised-learning-rate init.)"""
@@ -71,6 +74,8 @@ class ModelConfig:
                 f"model.width {w} at model.resolution {r}: width x resolution^2 must be at most "
                 f"{bounds.FULL_RES_MAPS} (model.width <= {bounds.FULL_RES_MAPS // (r * r)} at {r} px)"
             )
+        if self.arch != "style" and self.noise_inputs:
+            raise ConfigError("model.noise_inputs applies to the style family only (model.arch=style)")
         if self.arch == "style" and self.spectral_norm:
             raise ConfigError("model.spectral_norm applies to the DCGAN family only (model.arch=style has none)")
         _choice("model.init", self.init, ("dcgan", "default"))

@@ -8,9 +8,14 @@ What it keeps from the field after DCGAN, and what it leaves out:
   from an affine map of w) and *demodulated* (each output channel rescaled to unit expected
   variance), with a 1x1 toRGB per resolution summed into the image ("skip" architecture).
   No BatchNorm: each image depends on its own latent only, in training and in sampling alike.
-  Left out: per-pixel noise inputs (they make a face depend on more than its seed, and StyleGAN3
-  and R3GAN dropped them), style mixing, path-length regularisation, FIR resampling filters
-  (bilinear up / average-pool down instead: cheaper on a CPU, and exportable to ONNX as-is).
+  Left out: style mixing, path-length regularisation, FIR resampling filters (bilinear up /
+  average-pool down instead: cheaper on a CPU, and exportable to ONNX as-is).
+* Noise inputs (``model.noise_inputs``, off by default): as StyleGAN, each synthesis convolution adds
+  a per-pixel noise map times a learned strength (initialised to 0). StyleGAN draws the maps at
+  random, so a face would depend on more than its seed; here each map is a fixed function of w
+  (:class:`PixelNoise`), so the maps look like white noise across faces but belong to the latent: the
+  same seed, w or W+ gives the same face in generate, interpolate, projection and export. The maps
+  carry no gradient back to w (G treats them as an input, as it would random noise).
 * D: residual blocks (StyleGAN2's "resnet" D): two 3x3 convolutions and a 1x1 skip, both halving
   the resolution, summed with gain sqrt(1/2); a minibatch standard-deviation feature at 4x4; no
   normalisation, so R1/R2 penalties are well defined per image.
@@ -40,6 +45,7 @@ from .generator_network import GeneratorNetwork
 
 ACT_GAIN = math.sqrt(2.0)  # keeps the expected magnitude through leaky ReLU(0.2), as StyleGAN2
 W_AVG_SAMPLES, W_AVG_SEED = 10_000, 20_241_201
+NOISE_SEED = 20_261_207  # the noise bases' seed; layer i of the synthesis network uses NOISE_SEED + i
 
 
 def style_channels(cfg: ModelConfig) -> dict[int, int]:
@@ -87,6 +93,32 @@ class EqConv2d(nn.Module):
         return _lrelu(x) if self.act else x
 
 
+class PixelNoise(nn.Module):
+    """w (N, w_dim) -> one noise map (N, 1, R, R) per image, a fixed function of w.
+
+    w is standardised per image (zero mean, unit RMS over its features) and projected on a basis of
+    N(0, 1/w_dim) entries (a ~N(0, 1) value per pixel), then folded by sqrt(2) sin(3 a): the mapping
+    network's w share a direction (projected, the maps of two faces correlate by ~0.18 for a trained G),
+    which the fold removes (~0.001, measured on 256 faces), leaving zero mean and unit variance. So the
+    maps look like white noise across faces and pixels, but are the same for the same w. The basis is
+    drawn from ``seed`` when the module is built and not saved (a non-persistent buffer)."""
+
+    basis: torch.Tensor
+
+    def __init__(self, w_dim: int, res: int, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        basis = torch.randn(w_dim, res * res, generator=g) / math.sqrt(w_dim)
+        self.register_buffer("basis", basis, persistent=False)
+        self.res = res
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        w = w.detach().float()
+        w = w - w.mean(1, keepdim=True)
+        w = w * torch.rsqrt(w.square().mean(1, keepdim=True) + 1e-8)
+        return (torch.sin((w @ self.basis) * 3.0) * math.sqrt(2.0)).view(-1, 1, self.res, self.res)
+
+
 class ModulatedConv2d(nn.Module):
     """StyleGAN2's modulated (and optionally demodulated) convolution, in its non-grouped form.
 
@@ -95,7 +127,16 @@ class ModulatedConv2d(nn.Module):
     """
 
     def __init__(
-        self, c_in: int, c_out: int, k: int, w_dim: int, *, demod: bool = True, up: bool = False, act: bool = True
+        self,
+        c_in: int,
+        c_out: int,
+        k: int,
+        w_dim: int,
+        *,
+        demod: bool = True,
+        up: bool = False,
+        act: bool = True,
+        noise: PixelNoise | None = None,
     ):
         super().__init__()
         self.affine = EqLinear(w_dim, c_in, bias_init=1.0)
@@ -103,6 +144,8 @@ class ModulatedConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c_out))
         self.gain, self.pad = 1.0 / math.sqrt(c_in * k * k), k // 2
         self.demod, self.up, self.act = demod, up, act
+        self.noise = noise
+        self.noise_strength = nn.Parameter(torch.zeros(())) if noise is not None else None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = self.affine(w)  # (N, c_in)
@@ -115,6 +158,8 @@ class ModulatedConv2d(nn.Module):
             # sum_{i,k} (W_oik s_i)^2 = (s^2) @ (sum_k W_oik^2)^T, computed in fp32 whatever autocast does.
             d = torch.rsqrt(s.float().square() @ weight.float().square().sum((2, 3)).t() + 1e-8)
             x = x * d[:, :, None, None].to(x.dtype)
+        if self.noise is not None and self.noise_strength is not None:
+            x = x + (self.noise(w) * self.noise_strength).to(x.dtype)
         x = x + self.bias[None, :, None, None].to(x.dtype)
         return _lrelu(x) if self.act else x
 
@@ -136,10 +181,14 @@ class MappingNetwork(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution of G: (up + modulated conv, modulated conv) and its toRGB."""
 
-    def __init__(self, c_in: int, c_out: int, w_dim: int, *, first: bool):
+    def __init__(self, c_in: int, c_out: int, w_dim: int, *, first: bool, res: int = 4, noise: bool = False):
         super().__init__()
-        self.conv0 = None if first else ModulatedConv2d(c_in, c_out, 3, w_dim, up=True)
-        self.conv1 = ModulatedConv2d(c_out if not first else c_in, c_out, 3, w_dim)
+
+        def pixel_noise(layer: int) -> PixelNoise | None:  # layer 0/1 of the block at ``res``
+            return PixelNoise(w_dim, res, NOISE_SEED + 2 * int(math.log2(res)) + layer) if noise else None
+
+        self.conv0 = None if first else ModulatedConv2d(c_in, c_out, 3, w_dim, up=True, noise=pixel_noise(0))
+        self.conv1 = ModulatedConv2d(c_out if not first else c_in, c_out, 3, w_dim, noise=pixel_noise(1))
         self.torgb = ModulatedConv2d(c_out, 3, 1, w_dim, demod=False, act=False)
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, w: torch.Tensor):
@@ -165,9 +214,10 @@ class StyleGenerator(GeneratorNetwork):
         self.mapping = MappingNetwork(cfg.z_dim, w_dim, cfg.mapping_layers)
         self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
         res = sorted(ch)
+        noise = cfg.noise_inputs
         self.blocks = nn.ModuleList(
-            [SynthesisBlock(ch[4], ch[4], w_dim, first=True)]
-            + [SynthesisBlock(ch[a], ch[b], w_dim, first=False) for a, b in zip(res[:-1], res[1:])]
+            [SynthesisBlock(ch[4], ch[4], w_dim, first=True, res=4, noise=noise)]
+            + [SynthesisBlock(ch[a], ch[b], w_dim, first=False, res=b, noise=noise) for a, b in zip(res[:-1], res[1:])]
         )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
