@@ -1,7 +1,7 @@
 """The two model families side by side: parameters, FLOPs per image and training images/s.
 
 For each resolution, the DCGAN of preset ``celeba64-best`` (kernel-4 layout, width 64, batch 64) and
-the style family of preset ``celeba64-style`` (width 16, batch 32), each as its preset trains it:
+the style family of preset ``celeba64-style`` (width 16, batch 16), each as its preset trains it:
 
 * parameters of G and D;
 * FLOPs per image (torch's FlopCounterMode: matrix products and convolutions, forward and backward)

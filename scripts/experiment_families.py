@@ -23,7 +23,7 @@ from experiment_common import compare, evaluate, train_or_resume
 # name -> (preset, batch size). The first is the baseline.
 FAMILIES: dict[str, tuple[str, int]] = {
     "dcgan-best": ("celeba64-best", 64),
-    "style-w16": ("celeba64-style", 32),
+    "style-w16": ("celeba64-style", 16),
 }
 
 
