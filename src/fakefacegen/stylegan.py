@@ -45,7 +45,7 @@ from .generator_network import GeneratorNetwork
 
 ACT_GAIN = math.sqrt(2.0)  # keeps the expected magnitude through leaky ReLU(0.2), as StyleGAN2
 W_AVG_SAMPLES, W_AVG_SEED = 10_000, 20_241_201
-NOISE_SEED = 20_261_207  # the noise bases' seed; layer i of the synthesis network uses NOISE_SEED + i
+NOISE_SEED = 20_261_207  # the noise bases: convolution j (0, 1) at resolution 2^k draws from NOISE_SEED + 2k + j
 
 
 def style_channels(cfg: ModelConfig) -> dict[int, int]:
