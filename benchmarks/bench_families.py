@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
     args = ap.parse_args(argv)
     header("model families: parameters, FLOPs per image, training images/s")
-    peak = matmul_peaks(repeats=3)["fp32"]
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s\n")
+    peaks = matmul_peaks(repeats=3)
+    print(f"matmul peaks: fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f} GFLOP/s\n")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         for res in (int(r) for r in args.res.split(",")):
@@ -100,17 +100,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"\n{'family':<24s} {'batch':>5s} {'G params':>10s} {'D params':>10s} {'G fwd MFLOP/img':>16s} "
-                f"{'step GFLOP/img':>15s} {'img/s (median)':>15s} {'spread':>15s} {'% peak':>7s}"
+                f"{'step GFLOP/img':>15s} {'img/s (median)':>15s} {'spread':>15s} {'% peak':>7s} {'path':>5s}"
             )
             ips = {}
             for name, i in info.items():
                 per = [i["batch"] / s for s in times[name]]
                 ips[name] = median(per)
+                # the share of the peak of the precision the trainer's fast path computes in
+                peak = peaks["bf16" if trainers[name].fast.precision == "bf16" else "fp32"]
                 pct = 100 * ips[name] * i["step"] / 1e9 / peak
                 print(
                     f"{name:<24s} {i['batch']:>5d} {i['G params']:>10,d} {i['D params']:>10,d} "
                     f"{i['G fwd'] / 1e6:>16.1f} {i['step'] / 1e9:>15.2f} {ips[name]:>15.1f} "
-                    f"{min(per):>7.1f}-{max(per):<7.1f} {pct:>6.1f}%"
+                    f"{min(per):>7.1f}-{max(per):<7.1f} {pct:>6.1f}% {trainers[name].fast.precision:>5s}"
                 )
             a, b = ips.values()
             print(f"style / dcgan images/s: {b / a:.2f}x\n", flush=True)
