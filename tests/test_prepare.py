@@ -815,15 +815,28 @@ def test_prepare_killed_at_random_points_never_breaks_the_next(tmp_path):
     out = tmp_path / "ds"
     rng = random.Random(7)
     argv = [sys.executable, "-m", "fakefacegen", "prepare", str(src), "--out", str(out), "--size", "64", "--quiet"]
-    kills = left = 0
-    for _ in range(4):
+
+    def start() -> tuple[subprocess.Popen, float]:
+        """A prepare process, once its temporary directory exists (the time then)."""
         p = subprocess.Popen([*argv, "--overwrite", "--workers", "2"], stderr=subprocess.PIPE)
         t0 = time.monotonic()
         while not any(".tmp-" in q.name for q in tmp_path.iterdir()) and p.poll() is None:
             if time.monotonic() - t0 > 60:
                 break
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(0.005)
+        return p, time.monotonic()
+
+    # The kill points are drawn within the time an uninterrupted run writes (measured here, so that a
+    # fast CPU, which writes the 300 faces in a tenth of a second, is killed mid-write as a slow one is).
+    p, t_tmp = start()
+    assert p.wait(timeout=300) == 0
+    p.stderr.close()
+    work = time.monotonic() - t_tmp
+    assert no_temp_dirs(tmp_path) and load_manifest(out, verify=True)["count"] == 300
+    kills = left = 0
+    for _ in range(4):
+        p, _ = start()
+        time.sleep(rng.uniform(0.0, 0.8 * work))
         p.send_signal(signal.SIGKILL)
         kills += p.wait() == -signal.SIGKILL
         p.stderr.close()
