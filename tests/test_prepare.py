@@ -818,7 +818,8 @@ def test_prepare_killed_at_random_points_never_breaks_the_next(tmp_path):
 
     def start() -> tuple[subprocess.Popen, float]:
         """A prepare process, once its temporary directory exists (the time then)."""
-        p = subprocess.Popen([*argv, "--overwrite", "--workers", "2"], stderr=subprocess.PIPE)
+        # its own process group, so that a kill takes its worker processes too (as a power cut would)
+        p = subprocess.Popen([*argv, "--overwrite", "--workers", "2"], stderr=subprocess.PIPE, start_new_session=True)
         t0 = time.monotonic()
         while not any(".tmp-" in q.name for q in tmp_path.iterdir()) and p.poll() is None:
             if time.monotonic() - t0 > 60:
@@ -837,7 +838,7 @@ def test_prepare_killed_at_random_points_never_breaks_the_next(tmp_path):
     for _ in range(4):
         p, _ = start()
         time.sleep(rng.uniform(0.0, 0.8 * work))
-        p.send_signal(signal.SIGKILL)
+        os.killpg(p.pid, signal.SIGKILL)
         kills += p.wait() == -signal.SIGKILL
         p.stderr.close()
         left += not no_temp_dirs(tmp_path)
